@@ -1,0 +1,106 @@
+package watchhub
+
+import (
+	"sync"
+	"sync/atomic"
+
+	"github.com/watchgate/watchgate/kv"
+	"github.com/watchgate/watchgate/kvjson"
+)
+
+// Event is one change of one key as the hub hands it to transports: the
+// store's event plus its JSON encodings. The hub makes one Event per
+// committed event and every watcher and every stream that receives the
+// change gets the same *Event, so each encoding is computed at most once
+// however many clients receive it (encode once).
+//
+// An Event and the byte slices its methods return are shared and read-only:
+// callers must not modify them.
+type Event struct {
+	kv.Event
+
+	size int
+
+	mu  sync.Mutex // serialises the first encoding of each form
+	enc [4]atomic.Pointer[[]byte]
+}
+
+// The encoded forms, index into Event.enc.
+const (
+	formData = iota
+	formDataPrev
+	formJSON
+	formJSONPrev
+)
+
+// newEvent wraps a copy of ev.
+func newEvent(ev *kv.Event) *Event {
+	e := &Event{Event: *ev}
+	e.size = eventSize(ev)
+	return e
+}
+
+// eventSize approximates the memory an event holds, for queue and buffer
+// bounds.
+func eventSize(ev *kv.Event) int {
+	n := 128 + len(ev.KV.Key) + len(ev.KV.Value)
+	if ev.PrevKV != nil {
+		n += 64 + len(ev.PrevKV.Key) + len(ev.PrevKV.Value)
+	}
+	return n
+}
+
+// Data returns the event's kv object as the SSE data line carries it:
+// kvjson.AppendEventKV, with "prev_kv" inside when prevKV is set (and the
+// key had a previous version). The bytes are computed once and shared.
+func (e *Event) Data(prevKV bool) []byte {
+	if prevKV {
+		return e.encoded(formDataPrev)
+	}
+	return e.encoded(formData)
+}
+
+// JSON returns the event in the WebSocket form
+// {"type":"put"|"delete","kv":{...},"prev_kv":{...}} (kvjson.AppendEvent),
+// prev_kv only when prevKV is set. The bytes are computed once and shared.
+func (e *Event) JSON(prevKV bool) []byte {
+	if prevKV {
+		return e.encoded(formJSONPrev)
+	}
+	return e.encoded(formJSON)
+}
+
+func (e *Event) encoded(form int) []byte {
+	if p := e.enc[form].Load(); p != nil {
+		return *p
+	}
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if p := e.enc[form].Load(); p != nil {
+		return *p
+	}
+	var b []byte
+	switch form {
+	case formData, formDataPrev:
+		b = kvjson.AppendEventKV(nil, &e.Event, form == formDataPrev)
+	default:
+		b = kvjson.AppendEvent(nil, &e.Event, form == formJSONPrev)
+	}
+	e.enc[form].Store(&b)
+	return b
+}
+
+// wrapBatch makes the hub's shared Events of one batch,
+// with one allocation per batch for the events and one for the pointers.
+func wrapBatch(b *kv.Batch) ([]*Event, int) {
+	evs := make([]Event, len(b.Events))
+	ptrs := make([]*Event, len(b.Events))
+	size := 0
+	for i := range b.Events {
+		evs[i].Event = b.Events[i]
+		evs[i].size = eventSize(&b.Events[i])
+		size += evs[i].size
+		ptrs[i] = &evs[i]
+	}
+	return ptrs, size
+}

@@ -1,0 +1,577 @@
+package watchhub
+
+import (
+	"context"
+	"errors"
+	"sync"
+	"time"
+
+	"github.com/rs/zerolog"
+
+	"github.com/watchgate/watchgate/kv"
+)
+
+var (
+	// ErrClosed is returned by every call after the hub's Close.
+	ErrClosed = errors.New("watchhub: hub is closed")
+	// ErrStreamClosed is returned by a stream's calls after its Close, and
+	// by Recv once a closed stream is drained.
+	ErrStreamClosed = errors.New("watchhub: stream is closed")
+	// ErrWatchExists is returned by Watch for an id already in use on the
+	// stream.
+	ErrWatchExists = errors.New("watchhub: watch id already in use")
+	// ErrWatchNotFound is returned for an id that names no live watch of
+	// the stream.
+	ErrWatchNotFound = errors.New("watchhub: watch not found")
+	// ErrInvalidRange is returned by Watch for a key range that selects
+	// nothing or is malformed.
+	ErrInvalidRange = errors.New("watchhub: invalid key range")
+	// ErrInvalidRequest is returned by Watch for other malformed requests.
+	ErrInvalidRequest = errors.New("watchhub: invalid watch request")
+	// ErrStreamFull is returned by Watch while the stream's queue is far
+	// over its bound: its client is not reading.
+	ErrStreamFull = errors.New("watchhub: stream queue is full")
+)
+
+// Options configures a Hub. The zero value is the documented default.
+type Options struct {
+	// RecentRevisions and RecentBytes bound the window of latest revisions
+	// kept in memory for watchers that are a little behind (defaults 1024
+	// revisions and 16 MiB).
+	RecentRevisions int
+	RecentBytes     int
+	// SyncWatchers is how many unsynced watchers one history read serves
+	// (default 512); SyncEvents about how many events it reads (default
+	// 4096, whole revisions).
+	SyncWatchers int
+	SyncEvents   int
+	// SnapshotChunk is how many keys one snapshot read returns and one
+	// KindSnapshot response carries (default 256).
+	SnapshotChunk int
+	// RetryInterval is how often the hub retries victims and unsynced
+	// watchers without being woken by a draining stream (default 100ms).
+	RetryInterval time.Duration
+	// Logger receives the hub's logs; nil means zerolog.Nop().
+	Logger *zerolog.Logger
+}
+
+func (o *Options) setDefaults() {
+	if o.RecentRevisions <= 0 {
+		o.RecentRevisions = 1024
+	}
+	if o.RecentBytes <= 0 {
+		o.RecentBytes = 16 << 20
+	}
+	if o.SyncWatchers <= 0 {
+		o.SyncWatchers = 512
+	}
+	if o.SyncEvents <= 0 {
+		o.SyncEvents = 4096
+	}
+	if o.SnapshotChunk <= 0 {
+		o.SnapshotChunk = 256
+	}
+	if o.RetryInterval <= 0 {
+		o.RetryInterval = 100 * time.Millisecond
+	}
+}
+
+// lockedCatchUp bounds the events a watcher may be handed from the recent
+// window while the hub's lock is held; a longer stretch is matched outside
+// the lock by the sync loop.
+const lockedCatchUp = 1024
+
+// Hub fans the store's commits out to watchers, etcd's watchable store
+// rebuilt for HTTP transports. It is subscribed to the store's commit feed;
+// every watcher is in one of its groups:
+//
+//   - synced: caught up. At each commit the hub finds the matching ones
+//     through the index (a key map and an interval tree, never a scan of
+//     all watchers) and queues the events on their streams.
+//   - victim: a synced watcher whose stream's queue was full. Its events
+//     are kept aside (bounded per stream); a retry loop queues them when
+//     the stream drains. Over the bound they are dropped and the watcher
+//     becomes unsynced from its first pending revision.
+//   - unsynced: behind. A background loop reads history once per round
+//     from the smallest revision the chosen watchers need, up to the
+//     revision the hub has been notified of, hands each its events and
+//     moves it to synced under the hub's lock with no gap and no
+//     duplicate; the last step uses the in-memory window of recent
+//     revisions, so the store is never read under the lock.
+//   - snapshot: sending the snapshot of its range in chunks.
+//
+// A commit never waits for a reader: notify only takes the hub's lock,
+// whose holders never do I/O, and queues without blocking.
+//
+// Every goroutine of the hub is started by New and stopped by Close.
+type Hub struct {
+	store Store
+	opts  Options
+	log   zerolog.Logger
+	epoch time.Time
+
+	ctx         context.Context
+	cancelCtx   context.CancelFunc
+	unsubscribe func()
+	stopc       chan struct{}
+	syncc       chan struct{}
+	victimc     chan struct{}
+	progressc   chan struct{}
+	wg          sync.WaitGroup
+	closeOnce   sync.Once
+
+	// mu guards everything below, every watcher's mutable state and every
+	// stream's watcher map. It is never held while calling the store, and
+	// it is taken before any Stream.qmu.
+	mu        sync.Mutex
+	started   bool
+	early     []kv.Batch // commits notified before Subscribe returned
+	closed    bool
+	rev       int64 // the last revision notified
+	synced    index // synced and victim watchers
+	victims   map[*watcher]struct{}
+	unsynced  map[*watcher]struct{}
+	snapshots map[*watcher]struct{}
+	streams   map[*Stream]struct{}
+	recent    recent
+	progress  streamHeap
+	gen       uint64
+	touched   []*watcher
+	scratch   []*watcher
+}
+
+// New makes a hub fed by store's commits from its current revision on.
+func New(store Store, opts Options) (*Hub, error) {
+	if store == nil {
+		return nil, errors.New("watchhub: nil store")
+	}
+	opts.setDefaults()
+	h := &Hub{
+		store:     store,
+		opts:      opts,
+		log:       zerolog.Nop(),
+		epoch:     time.Now(),
+		stopc:     make(chan struct{}),
+		syncc:     make(chan struct{}, 1),
+		victimc:   make(chan struct{}, 1),
+		progressc: make(chan struct{}, 1),
+		synced:    newIndex(),
+		victims:   make(map[*watcher]struct{}),
+		unsynced:  make(map[*watcher]struct{}),
+		snapshots: make(map[*watcher]struct{}),
+		streams:   make(map[*Stream]struct{}),
+	}
+	if opts.Logger != nil {
+		h.log = *opts.Logger
+	}
+	h.ctx, h.cancelCtx = context.WithCancel(context.Background())
+	// Subscribe without holding mu: the store may call notify from another
+	// goroutine before Subscribe returns, and notify keeps such commits
+	// aside until the starting revision is known.
+	rev, cancel := store.Subscribe(h.notify)
+	h.mu.Lock()
+	h.unsubscribe = cancel
+	h.rev = rev
+	h.recent = newRecent(rev, opts.RecentRevisions, opts.RecentBytes)
+	h.started = true
+	early := h.early
+	h.early = nil
+	if len(early) > 0 {
+		h.notifyLocked(early)
+	}
+	h.mu.Unlock()
+
+	h.wg.Add(3)
+	go h.syncLoop()
+	go h.victimLoop()
+	go h.progressLoop()
+	return h, nil
+}
+
+// Close unsubscribes from the store, stops the hub's goroutines and closes
+// every stream (queued responses stay drainable). It is idempotent and
+// always returns nil.
+func (h *Hub) Close() error {
+	h.closeOnce.Do(func() {
+		h.mu.Lock()
+		unsubscribe := h.unsubscribe
+		h.mu.Unlock()
+		unsubscribe()
+		h.cancelCtx()
+		close(h.stopc)
+		h.wg.Wait()
+		h.mu.Lock()
+		h.closed = true
+		for s := range h.streams {
+			h.closeStreamLocked(s, false)
+		}
+		h.mu.Unlock()
+	})
+	return nil
+}
+
+// Revision returns the last revision the hub has been notified of.
+func (h *Hub) Revision() int64 {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.rev
+}
+
+// Stats counts the hub's watchers by group, for /v1/status.
+type Stats struct {
+	// Synced counts caught-up watchers, Victim those whose stream's queue
+	// was full, Unsynced those catching up from history or sending a
+	// snapshot.
+	Synced   int
+	Unsynced int
+	Victim   int
+	// Streams counts open streams.
+	Streams int
+	// Revision is the last revision the hub has been notified of.
+	Revision int64
+}
+
+// Stats returns the current counts.
+func (h *Hub) Stats() Stats {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return Stats{
+		Synced:   h.synced.len() - len(h.victims),
+		Unsynced: len(h.unsynced) + len(h.snapshots),
+		Victim:   len(h.victims),
+		Streams:  len(h.streams),
+		Revision: h.rev,
+	}
+}
+
+// clock is the hub's monotonic time.
+func (h *Hub) clock() time.Duration { return time.Since(h.epoch) }
+
+func kick(c chan struct{}) {
+	select {
+	case c <- struct{}{}:
+	default:
+	}
+}
+
+func (h *Hub) kickSync()     { kick(h.syncc) }
+func (h *Hub) kickProgress() { kick(h.progressc) }
+
+// kickLoops wakes the loops that wait for room in a stream's queue.
+func (h *Hub) kickLoops() {
+	kick(h.syncc)
+	kick(h.victimc)
+}
+
+// notify is the store's commit subscriber. It runs on the store's commit
+// path and never blocks: it takes mu, whose holders do no I/O, matches each
+// event through the synced index and queues without waiting.
+func (h *Hub) notify(batches []kv.Batch) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if !h.started {
+		// The store may not be retained: keep copies.
+		for i := range batches {
+			b := batches[i]
+			b.Events = append([]kv.Event(nil), b.Events...)
+			h.early = append(h.early, b)
+		}
+		return
+	}
+	if h.closed {
+		return
+	}
+	h.notifyLocked(batches)
+}
+
+func (h *Hub) notifyLocked(batches []kv.Batch) {
+	h.gen++
+	touched := h.touched[:0]
+	for i := range batches {
+		b := &batches[i]
+		if b.Revision <= h.rev {
+			continue
+		}
+		evs, size := wrapBatch(b)
+		if h.synced.n > 0 {
+			for _, e := range evs {
+				m := h.synced.match(e.KV.Key, h.scratch[:0])
+				for _, w := range m {
+					if !w.accepts(e) {
+						continue
+					}
+					if w.gen != h.gen {
+						w.gen = h.gen
+						touched = append(touched, w)
+					}
+					w.buf = append(w.buf, e)
+				}
+				clear(m)
+				h.scratch = m[:0]
+			}
+		}
+		h.rev = b.Revision
+		h.recent.add(b.Revision, evs, size)
+	}
+	if len(touched) > 0 {
+		now := h.clock()
+		for _, w := range touched {
+			h.deliverLive(w, now)
+		}
+		clear(touched)
+	}
+	h.touched = touched[:0]
+}
+
+// deliverLive queues the events notify collected for a synced or victim
+// watcher, or keeps them aside.
+func (h *Hub) deliverLive(w *watcher, now time.Duration) {
+	evs := w.buf
+	w.buf = nil
+	if w.state == stateVictim {
+		h.addPending(w, evs)
+		return
+	}
+	r := Response{Kind: KindEvents, WatchID: w.id, Revision: h.rev, Events: evs, PrevKV: w.prevKV, size: eventsSize(evs)}
+	if w.s.push(r, false, now) {
+		return
+	}
+	w.state = stateVictim
+	w.victim = &victimBuf{from: evs[0].KV.ModRevision}
+	h.victims[w] = struct{}{}
+	h.addPending(w, evs)
+	kick(h.victimc)
+}
+
+// addPending keeps a victim's events aside, or, over its stream's bound,
+// drops them and makes the watcher unsynced from its first pending
+// revision.
+func (h *Hub) addPending(w *watcher, evs []*Event) {
+	size := eventsSize(evs)
+	vb := w.victim
+	if w.s.pendingBytes+size > w.s.opts.MaxPendingBytes {
+		from := vb.from
+		h.leaveGroup(w)
+		h.setUnsynced(w, from)
+		return
+	}
+	vb.events = append(vb.events, evs...)
+	vb.size += size
+	w.s.pendingBytes += size
+}
+
+func eventsSize(evs []*Event) int {
+	n := 0
+	for _, e := range evs {
+		n += e.size
+	}
+	return n
+}
+
+// leaveGroup takes w out of its group; its state is then meaningless until
+// the caller sets the next one.
+func (h *Hub) leaveGroup(w *watcher) {
+	switch w.state {
+	case stateSynced:
+		h.synced.remove(w)
+	case stateVictim:
+		h.synced.remove(w)
+		w.s.pendingBytes -= w.victim.size
+		w.victim = nil
+		delete(h.victims, w)
+	case stateUnsynced:
+		delete(h.unsynced, w)
+	case stateSnapshot:
+		delete(h.snapshots, w)
+	}
+	w.state = stateDone
+}
+
+// setUnsynced puts w, out of any group, in the unsynced group from rev.
+func (h *Hub) setUnsynced(w *watcher, rev int64) {
+	w.state = stateUnsynced
+	w.nextRev = rev
+	h.unsynced[w] = struct{}{}
+	h.kickSync()
+}
+
+// toSynced moves w, which has been queued everything up to the hub's
+// revision, into the synced group.
+func (h *Hub) toSynced(w *watcher, now time.Duration) {
+	h.leaveGroup(w)
+	w.state = stateSynced
+	w.nextRev = 0
+	h.synced.add(w)
+	h.caughtUp(w, now)
+}
+
+// caughtUp sends the bookmarks that waited for w to catch up.
+func (h *Hub) caughtUp(w *watcher, now time.Duration) {
+	if w.progressWanted {
+		w.progressWanted = false
+		w.s.push(Response{Kind: KindWatchProgress, WatchID: w.id, Revision: h.rev}, true, now)
+	}
+	h.streamProgress(w.s, now)
+}
+
+// streamProgress queues a wanted stream-level bookmark if every watch of s
+// is caught up.
+func (h *Hub) streamProgress(s *Stream, now time.Duration) {
+	if s.progressWanted && streamCaughtUp(s) {
+		s.progressWanted = false
+		s.push(Response{Kind: KindProgress, Revision: h.rev}, true, now)
+	}
+}
+
+// streamCaughtUp reports whether every watch of s has been queued every
+// event up to the hub's revision.
+func streamCaughtUp(s *Stream) bool {
+	for _, w := range s.watchers {
+		if w.state != stateSynced {
+			return false
+		}
+	}
+	return true
+}
+
+// endWatcher removes w from its group and its stream.
+func (h *Hub) endWatcher(w *watcher, now time.Duration) {
+	h.leaveGroup(w)
+	if w.s.watchers[w.id] == w {
+		delete(w.s.watchers, w.id)
+	}
+	h.streamProgress(w.s, now)
+}
+
+// compacted ends w, whose next revision was compacted, or heals a snapshot
+// watch with a fresh snapshot.
+func (h *Hub) compacted(w *watcher, compact int64, now time.Duration) {
+	if w.snap {
+		h.startSnapshot(w, now)
+		return
+	}
+	w.s.push(Response{Kind: KindCompacted, WatchID: w.id, Revision: h.rev, CompactRevision: compact}, true, now)
+	h.endWatcher(w, now)
+}
+
+// failWatcher ends w with KindError.
+func (h *Hub) failWatcher(w *watcher, err error, now time.Duration) {
+	w.s.push(Response{Kind: KindError, WatchID: w.id, Revision: h.rev, Err: err}, true, now)
+	h.endWatcher(w, now)
+}
+
+// startSnapshot (re)starts w's snapshot at the hub's revision.
+func (h *Hub) startSnapshot(w *watcher, now time.Duration) {
+	h.leaveGroup(w)
+	w.state = stateSnapshot
+	w.snapRev = h.rev
+	w.snapKey = w.key
+	w.snapGen++
+	h.snapshots[w] = struct{}{}
+	w.s.push(Response{Kind: KindReset, WatchID: w.id, Revision: w.snapRev}, true, now)
+	h.kickSync()
+}
+
+// watch registers w on s; see Stream.Watch.
+func (h *Hub) watch(s *Stream, w *watcher, req *WatchRequest, compact int64) (int64, error) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.closed {
+		return 0, ErrClosed
+	}
+	if s.closed {
+		return 0, ErrStreamClosed
+	}
+	if _, ok := s.watchers[w.id]; ok {
+		return 0, ErrWatchExists
+	}
+	if s.queued() > 4*s.opts.MaxQueueResponses {
+		return 0, ErrStreamFull
+	}
+	rev := h.rev
+	now := h.clock()
+	w.state = stateDone
+	s.watchers[w.id] = w
+	s.push(Response{Kind: KindCreated, WatchID: w.id, Revision: rev}, true, now)
+	switch {
+	case req.StartRev > 0 && req.StartRev < compact:
+		h.compacted(w, compact, now)
+	case req.StartRev == 0 && w.snap:
+		h.startSnapshot(w, now)
+	case req.StartRev == 0 || req.StartRev > rev:
+		h.toSynced(w, now)
+	default:
+		h.setUnsynced(w, req.StartRev)
+		if h.recent.covers(w.nextRev) && h.recent.eventsSince(w.nextRev) <= lockedCatchUp {
+			h.catchUpRecent(w, now)
+		}
+	}
+	return rev, nil
+}
+
+// cancelWatch ends the watch id of s with KindCanceled.
+func (h *Hub) cancelWatch(s *Stream, id, reason string) error {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.closed {
+		return ErrClosed
+	}
+	if s.closed {
+		return ErrStreamClosed
+	}
+	w := s.watchers[id]
+	if w == nil {
+		return ErrWatchNotFound
+	}
+	now := h.clock()
+	s.push(Response{Kind: KindCanceled, WatchID: id, Revision: h.rev, Reason: reason}, true, now)
+	h.endWatcher(w, now)
+	return nil
+}
+
+// requestProgress queues a stream-level (id "") or per-watch bookmark, now
+// or when the watches catch up.
+func (h *Hub) requestProgress(s *Stream, id string) error {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.closed {
+		return ErrClosed
+	}
+	if s.closed {
+		return ErrStreamClosed
+	}
+	now := h.clock()
+	if id == "" {
+		s.progressWanted = true
+		h.streamProgress(s, now)
+		return nil
+	}
+	w := s.watchers[id]
+	if w == nil {
+		return ErrWatchNotFound
+	}
+	w.progressWanted = true
+	if w.state == stateSynced {
+		h.caughtUp(w, now)
+	}
+	return nil
+}
+
+// closeStreamLocked ends every watch of s and closes it; with drop its
+// queue is emptied too.
+func (h *Hub) closeStreamLocked(s *Stream, drop bool) {
+	if s.closed {
+		return
+	}
+	s.closed = true
+	for id, w := range s.watchers {
+		h.leaveGroup(w)
+		delete(s.watchers, id)
+	}
+	delete(h.streams, s)
+	if s.heapIdx >= 0 {
+		h.progress.remove(s)
+	}
+	s.closeQueue(drop)
+	close(s.done)
+}

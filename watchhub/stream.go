@@ -1,0 +1,277 @@
+package watchhub
+
+import (
+	"context"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// StreamOptions configures a Stream. The zero value is the documented
+// default.
+type StreamOptions struct {
+	// MaxQueueResponses and MaxQueueBytes bound the stream's outgoing queue
+	// of event data (defaults 256 responses and 1 MiB). The hub queues a
+	// response only while the queue is below both bounds, so it exceeds them
+	// by at most one response; a watcher whose events do not fit becomes a
+	// victim or stays behind and catches up later. Control responses
+	// (created, canceled, progress, ...) are always queued.
+	MaxQueueResponses int
+	MaxQueueBytes     int
+	// MaxPendingBytes bounds the events kept aside for the stream's victim
+	// watchers (default 1 MiB, summed over the stream's watchers). A victim
+	// whose events would exceed it drops them and catches up from history.
+	MaxPendingBytes int
+	// ProgressInterval, when > 0, sends a stream-level KindProgress after
+	// that long without any response queued, if every watch of the stream
+	// is caught up.
+	ProgressInterval time.Duration
+}
+
+func (o *StreamOptions) setDefaults() {
+	if o.MaxQueueResponses <= 0 {
+		o.MaxQueueResponses = 256
+	}
+	if o.MaxQueueBytes <= 0 {
+		o.MaxQueueBytes = 1 << 20
+	}
+	if o.MaxPendingBytes <= 0 {
+		o.MaxPendingBytes = 1 << 20
+	}
+}
+
+// Stream is what one transport connection (an SSE response, a WebSocket)
+// opens on the hub: it owns its watches and one bounded queue of responses,
+// in the order the transport must send them. The transport adds and cancels
+// watches and drains the queue from one goroutine (Ready + Drain, or Recv);
+// Watch, Cancel, RequestProgress and Close may be called from any
+// goroutine. Close (or the Hub's Close) ends it.
+//
+// Per watch, the responses are in order and never lose, repeat or split a
+// revision; across watches, only their relative order within the queue is
+// the order of queuing.
+type Stream struct {
+	h    *Hub
+	opts StreamOptions
+
+	// -- guarded by Hub.mu --
+	watchers       map[string]*watcher
+	closed         bool
+	progressWanted bool
+	pendingBytes   int // victims' kept-aside events
+	progressDue    time.Duration
+	heapIdx        int
+
+	// kick: a push was refused for lack of room; Drain wakes the hub loops.
+	kick atomic.Bool
+	// lastPush is when the last response was queued, in hub-clock time.
+	lastPush atomic.Int64
+
+	qmu     sync.Mutex // guards q, qBytes, qEvents, qclosed; taken after Hub.mu, never before it
+	q       []Response
+	qBytes  int
+	qEvents int // event responses in q
+	qclosed bool
+
+	ready chan struct{}
+	done  chan struct{}
+}
+
+// NewStream opens a stream. It fails with ErrClosed after Close.
+func (h *Hub) NewStream(opts StreamOptions) (*Stream, error) {
+	opts.setDefaults()
+	s := &Stream{
+		h:        h,
+		opts:     opts,
+		watchers: make(map[string]*watcher),
+		heapIdx:  -1,
+		ready:    make(chan struct{}, 1),
+		done:     make(chan struct{}),
+	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.closed {
+		return nil, ErrClosed
+	}
+	h.streams[s] = struct{}{}
+	s.lastPush.Store(int64(h.clock()))
+	if opts.ProgressInterval > 0 {
+		s.progressDue = h.clock() + opts.ProgressInterval
+		h.progress.push(s)
+		h.kickProgress()
+	}
+	return s, nil
+}
+
+// Watch adds a watch to the stream and queues its KindCreated response,
+// followed by its events. It returns the hub's revision at registration
+// (the Created revision): a watch with StartRev 0 receives every matching
+// change after it. A request that cannot be served (bad range, duplicate
+// id, closed stream) returns an error and queues nothing; a start revision
+// that was compacted is reported in-band (KindCompacted, or a fresh
+// snapshot for a Snapshot watch). ErrStreamFull refuses new watches while
+// the stream's queue holds more than four times MaxQueueResponses.
+func (s *Stream) Watch(req WatchRequest) (int64, error) {
+	w, err := newWatcher(s, &req)
+	if err != nil {
+		return 0, err
+	}
+	var compact int64
+	if req.StartRev > 0 {
+		// Read before taking the hub's lock, which is never held while
+		// calling the store. Compaction only moves forward, so a revision
+		// seen compacted here is compacted for good; one compacted just
+		// after is caught by the sync loop.
+		_, compact = s.h.store.Revisions()
+	}
+	return s.h.watch(s, w, &req, compact)
+}
+
+// Cancel ends the watch id and queues KindCanceled for it.
+// ErrWatchNotFound if the stream has no such live watch.
+func (s *Stream) Cancel(id string) error {
+	return s.h.cancelWatch(s, id, "canceled")
+}
+
+// RequestProgress queues a stream-level KindProgress at the hub's current
+// revision as soon as every watch of the stream has been sent everything up
+// to it (at once when they all are caught up). Requests made before the
+// bookmark is queued, and a bookmark not yet drained, coalesce into one.
+func (s *Stream) RequestProgress() error {
+	return s.h.requestProgress(s, "")
+}
+
+// RequestWatchProgress queues a KindWatchProgress for the watch id alone,
+// once it has been sent everything up to the hub's revision.
+func (s *Stream) RequestWatchProgress(id string) error {
+	return s.h.requestProgress(s, id)
+}
+
+// Ready is signalled when responses are queued. It has a buffer of one: a
+// transport that wakes on it must Drain until Drain returns nothing before
+// waiting again.
+func (s *Stream) Ready() <-chan struct{} { return s.ready }
+
+// Done is closed when the stream is closed, by Close or by the hub's Close.
+// After the hub's Close, responses queued before it can still be drained;
+// after the stream's own Close its queue is dropped.
+func (s *Stream) Done() <-chan struct{} { return s.done }
+
+// Drain appends every queued response to buf, in order, and removes them
+// from the queue. It never blocks. Only one goroutine may drain a stream.
+func (s *Stream) Drain(buf []Response) []Response {
+	s.qmu.Lock()
+	buf = append(buf, s.q...)
+	clear(s.q)
+	s.q = s.q[:0]
+	s.qBytes = 0
+	s.qEvents = 0
+	s.qmu.Unlock()
+	if s.kick.Load() && s.kick.Swap(false) {
+		s.h.kickLoops()
+	}
+	return buf
+}
+
+// Recv waits until responses are queued, then drains them into buf. It
+// returns ErrStreamClosed once the stream is closed and drained, or ctx's
+// error.
+func (s *Stream) Recv(ctx context.Context, buf []Response) ([]Response, error) {
+	for {
+		n := len(buf)
+		if buf = s.Drain(buf); len(buf) > n {
+			return buf, nil
+		}
+		select {
+		case <-s.ready:
+		case <-s.done:
+			if buf = s.Drain(buf); len(buf) > n {
+				return buf, nil
+			}
+			return buf, ErrStreamClosed
+		case <-ctx.Done():
+			return buf, ctx.Err()
+		}
+	}
+}
+
+// Close removes every watch of the stream and drops its queue. It is
+// idempotent.
+func (s *Stream) Close() {
+	s.h.mu.Lock()
+	defer s.h.mu.Unlock()
+	s.h.closeStreamLocked(s, true)
+}
+
+// Len reports the number of live watches of the stream.
+func (s *Stream) Len() int {
+	s.h.mu.Lock()
+	defer s.h.mu.Unlock()
+	return len(s.watchers)
+}
+
+// hasRoom reports whether the queue accepts more event data.
+func (s *Stream) hasRoom() bool {
+	s.qmu.Lock()
+	ok := s.roomLocked()
+	s.qmu.Unlock()
+	return ok
+}
+
+func (s *Stream) roomLocked() bool {
+	return s.qEvents < s.opts.MaxQueueResponses && s.qBytes < s.opts.MaxQueueBytes
+}
+
+// push queues r. Event data (force false) is refused when the queue is at
+// its bounds, and then the hub is woken when the transport drains. Control
+// responses (force true) are always queued. Nothing is queued on a closed
+// stream. Called with Hub.mu held.
+func (s *Stream) push(r Response, force bool, now time.Duration) bool {
+	s.qmu.Lock()
+	if s.qclosed {
+		s.qmu.Unlock()
+		return false
+	}
+	if !force && !s.roomLocked() {
+		s.qmu.Unlock()
+		s.kick.Store(true)
+		return false
+	}
+	if r.Kind == KindProgress && len(s.q) > 0 && s.q[len(s.q)-1].Kind == KindProgress {
+		// A bookmark not yet drained: move it forward rather than queue two.
+		s.q[len(s.q)-1].Revision = r.Revision
+	} else {
+		if !force {
+			s.qEvents++
+		}
+		s.qBytes += r.size + responseOverhead
+		s.q = append(s.q, r)
+	}
+	s.qmu.Unlock()
+	s.lastPush.Store(int64(now))
+	select {
+	case s.ready <- struct{}{}:
+	default:
+	}
+	return true
+}
+
+// queued reports the number of queued responses.
+func (s *Stream) queued() int {
+	s.qmu.Lock()
+	defer s.qmu.Unlock()
+	return len(s.q)
+}
+
+// closeQueue marks the queue closed, so later pushes are ignored, and with
+// drop also empties it.
+func (s *Stream) closeQueue(drop bool) {
+	s.qmu.Lock()
+	if drop {
+		clear(s.q)
+		s.q = nil
+		s.qBytes, s.qEvents = 0, 0
+	}
+	s.qclosed = true
+	s.qmu.Unlock()
+}

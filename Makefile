@@ -1,0 +1,65 @@
+# watchgate: `make test` installs what the tests need and runs them all;
+# `make run` serves on :8080 with the store in ./data.
+
+# go.mod pins toolchain go1.26.11 (1.26.8's HTTP/2 server has a crash bug);
+# GOTOOLCHAIN makes the go command fetch and use it whatever go is installed.
+GO ?= env GOTOOLCHAIN=go1.26.11 go
+
+# Commands the tests run, as command:debian-package pairs. `make deps`
+# installs the package of each command that is missing.
+TEST_DEPS ?= curl:curl
+
+FUZZTIME ?= 10s
+BENCH ?= .
+BENCHPKG ?= ./...
+BENCHTIME ?= 1s
+
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+.PHONY: all build run test vet deps fuzz bench clean
+
+all: build
+
+build:
+	$(GO) build -o bin/watchgate .
+
+run:
+	$(GO) run .
+
+# deps installs (with apt-get, only when a command is missing) the Debian
+# packages the tests need, then the Go modules.
+deps:
+	@missing=""; \
+	for dep in $(TEST_DEPS); do \
+		cmd=$${dep%%:*}; pkg=$${dep#*:}; \
+		command -v "$$cmd" >/dev/null 2>&1 || missing="$$missing $$pkg"; \
+	done; \
+	if [ -n "$$missing" ]; then \
+		echo "installing Debian packages:$$missing"; \
+		$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get update && \
+		$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends $$missing; \
+	fi
+	$(GO) mod download
+
+vet:
+	$(GO) vet ./...
+
+test: deps vet
+	$(GO) test -race -timeout 10m ./...
+
+# fuzz runs every fuzz test of the repository for FUZZTIME each.
+fuzz: deps
+	@set -e; \
+	for f in $$(grep -rl --include='*_test.go' '^func Fuzz' .); do \
+		pkg=./$$(dirname "$$f"); \
+		for fn in $$(grep -o '^func Fuzz[A-Za-z0-9_]*' "$$f" | sed 's/^func //'); do \
+			echo "== $$pkg $$fn"; \
+			$(GO) test -run '^$$' -fuzz "^$$fn$$" -fuzztime $(FUZZTIME) "$$pkg"; \
+		done; \
+	done
+
+bench: deps
+	$(GO) test -run '^$$' -bench '$(BENCH)' -benchmem -benchtime $(BENCHTIME) $(BENCHPKG)
+
+clean:
+	rm -rf bin

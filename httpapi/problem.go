@@ -1,0 +1,202 @@
+package httpapi
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"strconv"
+
+	"github.com/watchgate/watchgate/kv"
+	"github.com/watchgate/watchgate/kvjson"
+)
+
+var (
+	// ErrBadRequest reports a malformed request: a bad parameter, header,
+	// key encoding or body.
+	ErrBadRequest = errors.New("httpapi: bad request")
+	// ErrTooLarge reports a request body over its limit.
+	ErrTooLarge = errors.New("httpapi: request too large")
+	// ErrNotFound reports a path that no route serves.
+	ErrNotFound = errors.New("httpapi: not found")
+	// ErrMethodNotAllowed reports a method that the path's route does not
+	// serve.
+	ErrMethodNotAllowed = errors.New("httpapi: method not allowed")
+	// ErrPreconditionFailed reports a conditional write (If-Match,
+	// If-None-Match) whose condition did not hold.
+	ErrPreconditionFailed = errors.New("httpapi: precondition failed")
+	// ErrNotReady reports a server that is starting or shutting down.
+	ErrNotReady = errors.New("httpapi: server is not ready")
+	// ErrInternal stands for every error that is not in the table.
+	ErrInternal = errors.New("httpapi: internal error")
+)
+
+// ProblemTypePrefix starts the "type" URI of every problem document; the
+// rest is the slug of the table entry (for example
+// urn:watchgate:problem:compacted).
+const ProblemTypePrefix = "urn:watchgate:problem:"
+
+// problemKind is one row of the error→status table.
+type problemKind struct {
+	err    error
+	status int
+	slug   string
+	title  string
+	// revisions adds the store's current revision and compact revision as
+	// members, for errors about revisions.
+	revisions bool
+}
+
+// problemTable is the one error→status table: the first row whose err
+// matches (errors.Is) decides the status. Every error a client can see goes
+// through it.
+var problemTable = []problemKind{
+	{kv.ErrCompacted, http.StatusGone, "compacted", "Revision compacted", true},
+	{kv.ErrFutureRev, http.StatusBadRequest, "future-revision", "Future revision", true},
+	{kv.ErrAlreadyCompacted, http.StatusConflict, "already-compacted", "Already compacted", true},
+	{kv.ErrKeyNotFound, http.StatusNotFound, "key-not-found", "Key not found", false},
+	{kv.ErrEmptyKey, http.StatusBadRequest, "empty-key", "Empty key", false},
+	{kv.ErrKeyTooLarge, http.StatusRequestEntityTooLarge, "key-too-large", "Key too large", false},
+	{kv.ErrValueTooLarge, http.StatusRequestEntityTooLarge, "value-too-large", "Value too large", false},
+	{kv.ErrTooManyOps, http.StatusRequestEntityTooLarge, "too-many-operations", "Too many operations", false},
+	{kv.ErrInvalidCompare, http.StatusBadRequest, "invalid-compare", "Invalid compare", false},
+	{kv.ErrClosed, http.StatusServiceUnavailable, "unavailable", "Store closed", false},
+	{ErrBadRequest, http.StatusBadRequest, "bad-request", "Bad request", false},
+	{ErrTooLarge, http.StatusRequestEntityTooLarge, "request-too-large", "Request too large", false},
+	{ErrNotFound, http.StatusNotFound, "not-found", "Not found", false},
+	{ErrMethodNotAllowed, http.StatusMethodNotAllowed, "method-not-allowed", "Method not allowed", false},
+	{ErrPreconditionFailed, http.StatusPreconditionFailed, "precondition-failed", "Precondition failed", true},
+	{ErrNotReady, http.StatusServiceUnavailable, "not-ready", "Not ready", false},
+	// A client that went away never reads its answer; 499 (as nginx logs
+	// it) keeps such requests apart from server errors in the access log.
+	{context.Canceled, 499, "canceled", "Request canceled", false},
+	{context.DeadlineExceeded, http.StatusServiceUnavailable, "timeout", "Timeout", false},
+}
+
+// errBrokenTxnResponse reports a store answer that does not fit its
+// request; it is not in the table, so it is answered as an internal error.
+var errBrokenTxnResponse = errors.New("httpapi: the store's transaction response does not match the request")
+
+var internalKind = problemKind{ErrInternal, http.StatusInternalServerError, "internal", "Internal error", false}
+
+// kindOf returns the table row for err, or the internal-error row.
+func kindOf(err error) problemKind {
+	for _, k := range problemTable {
+		if errors.Is(err, k.err) {
+			return k
+		}
+	}
+	return internalKind
+}
+
+// StatusOf returns the HTTP status that err is answered with.
+func StatusOf(err error) int { return kindOf(err).status }
+
+// requestError is a client error with the text shown as the problem's
+// detail; it unwraps to its kind (ErrBadRequest, ErrTooLarge, ...).
+type requestError struct {
+	kind error
+	msg  string
+}
+
+func (e *requestError) Error() string { return e.kind.Error() + ": " + e.msg }
+func (e *requestError) Unwrap() error { return e.kind }
+func (e *requestError) detail() string {
+	return e.msg
+}
+
+func badRequest(format string, args ...any) error {
+	return &requestError{kind: ErrBadRequest, msg: fmt.Sprintf(format, args...)}
+}
+
+func tooLarge(format string, args ...any) error {
+	return &requestError{kind: ErrTooLarge, msg: fmt.Sprintf(format, args...)}
+}
+
+// preconditionError is a failed If-Match / If-None-Match: the key's current
+// version (nil when it does not exist) goes into the problem as "kv".
+type preconditionError struct {
+	cond    string
+	current *kv.KeyValue
+}
+
+func (e *preconditionError) Error() string {
+	return ErrPreconditionFailed.Error() + ": " + e.cond
+}
+func (e *preconditionError) Unwrap() error { return ErrPreconditionFailed }
+func (e *preconditionError) detail() string {
+	if e.current == nil {
+		return e.cond + " does not hold: the key does not exist"
+	}
+	return e.cond + " does not hold: the key's entity tag is \"" +
+		strconv.FormatInt(e.current.ModRevision, 10) + "\""
+}
+func (e *preconditionError) appendMembers(dst []byte) []byte {
+	if e.current == nil {
+		return dst
+	}
+	dst = append(dst, `,"kv":`...)
+	return kvjson.AppendKV(dst, e.current, false)
+}
+
+// writeError answers err as problem+json. Errors outside the table are
+// logged with the request id and shown only as "internal error".
+func (s *Server) writeError(w http.ResponseWriter, r *http.Request, err error) {
+	k := kindOf(err)
+	detail := err.Error()
+	var d interface{ detail() string }
+	if errors.As(err, &d) {
+		detail = d.detail()
+	}
+	switch {
+	case k.status >= 500:
+		ev := s.log.Error()
+		if k.err != ErrInternal {
+			ev = s.log.Warn()
+		}
+		ev.Err(err).Str("request_id", RequestID(r.Context())).
+			Str("method", r.Method).Str("path", r.URL.EscapedPath()).Msg("request failed")
+		if k.err == ErrInternal {
+			detail = "internal error"
+		}
+	case k.status == 499:
+		s.log.Debug().Err(err).Str("request_id", RequestID(r.Context())).Msg("request canceled")
+	}
+
+	b := make([]byte, 0, 256)
+	b = append(b, `{"type":`...)
+	b = kvjson.AppendString(b, []byte(ProblemTypePrefix+k.slug))
+	b = append(b, `,"title":`...)
+	b = kvjson.AppendString(b, []byte(k.title))
+	b = append(b, `,"status":`...)
+	b = strconv.AppendInt(b, int64(k.status), 10)
+	b = append(b, `,"detail":`...)
+	b = appendJSONString(b, detail)
+	if k.revisions {
+		rev, compact := s.store.Revisions()
+		b = append(b, `,"revision":`...)
+		b = strconv.AppendInt(b, rev, 10)
+		b = append(b, `,"compact_revision":`...)
+		b = strconv.AppendInt(b, compact, 10)
+	}
+	var m interface{ appendMembers([]byte) []byte }
+	if errors.As(err, &m) {
+		b = m.appendMembers(b)
+	}
+	if id := RequestID(r.Context()); id != "" {
+		b = append(b, `,"request_id":`...)
+		b = appendJSONString(b, id)
+	}
+	b = append(b, "}\n"...)
+
+	h := w.Header()
+	h.Del("Content-Length")
+	h.Del("ETag")
+	h.Set("Content-Type", "application/problem+json")
+	h.Set("Cache-Control", "no-store")
+	h.Set("X-Content-Type-Options", "nosniff")
+	w.WriteHeader(k.status)
+	if r.Method != http.MethodHead {
+		w.Write(b)
+	}
+}

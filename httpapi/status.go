@@ -1,0 +1,50 @@
+package httpapi
+
+import (
+	"net/http"
+	"strconv"
+
+	"github.com/watchgate/watchgate/kvjson"
+)
+
+// status serves GET /v1/status:
+// {"revision","compact_revision","keys","db_size_bytes",
+// "watchers":{"synced","unsynced","victim"},"connections":{"sse","ws"},"version"}.
+func (s *Server) status(w http.ResponseWriter, r *http.Request) {
+	st, err := s.store.Status()
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	var wc WatcherCounts
+	if s.opts.Watchers != nil {
+		wc = s.opts.Watchers()
+	}
+	var cc ConnectionCounts
+	if s.opts.Connections != nil {
+		cc = s.opts.Connections()
+	}
+	setRevisionHeaders(w, st.Revision, st.CompactRevision)
+	b := appendRevision(make([]byte, 0, 256), st.Revision)
+	for _, m := range []struct {
+		name string
+		n    int64
+	}{
+		{`,"compact_revision":`, st.CompactRevision},
+		{`,"keys":`, st.Keys},
+		{`,"db_size_bytes":`, st.DBSizeBytes},
+		{`,"watchers":{"synced":`, wc.Synced},
+		{`,"unsynced":`, wc.Unsynced},
+		{`,"victim":`, wc.Victim},
+		{`},"connections":{"sse":`, cc.SSE},
+		{`,"ws":`, cc.WS},
+	} {
+		b = append(b, m.name...)
+		b = strconv.AppendInt(b, m.n, 10)
+	}
+	b = append(b, `},"version":`...)
+	b = kvjson.AppendString(b, []byte(s.opts.Version))
+	b = append(b, '}')
+	w.Header().Set("Cache-Control", "no-store")
+	writeJSON(w, r, http.StatusOK, b)
+}

@@ -1,0 +1,22 @@
+// Package sse serves watches as Server-Sent Events (text/event-stream) and
+// as newline-delimited JSON, the two stream forms of GET /v1/watch/{key}.
+//
+// The package has three layers:
+//
+//   - framing: AppendFrame, AppendComment and AppendRetry write the
+//     text/event-stream syntax. No value can start a new field or event:
+//     data is split into one "data:" line per line (a client joins them back
+//     with LF), and an id or event name holding CR, LF or NUL is rejected.
+//   - resume ids: Position is the id of an event, "R" for the last (or only)
+//     event of revision R on this stream and "R.S" for the others (S is the
+//     event's sub-revision). PositionOf computes it and Position.Unseen drops
+//     what a client resuming from a Last-Event-ID has already seen, so the
+//     same event always gets the same id whatever point a stream resumed
+//     from.
+//   - Encoder: the watch stream's messages (put, delete, progress,
+//     compacted, reset, synced, error) in either wire Format, appended to one
+//     reusable buffer that the stream handler flushes once per batch.
+//
+// The package knows nothing of routers: the stream handler takes an already
+// decoded key and query.
+package sse

@@ -2,18 +2,22 @@ package kv
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"fmt"
 	"io"
 	"math/rand/v2"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
 	"syscall"
 	"testing"
 	"time"
+
+	bolt "go.etcd.io/bbolt"
 )
 
 // crashChild is the child process of TestCrashRecovery: it opens the store
@@ -112,7 +116,7 @@ func TestCrashRecovery(t *testing.T) {
 	}
 	dir := t.TempDir()
 	var lastRev int64 = 1
-	total := 0
+	total, interrupted := 0, 0
 	for cycle := 0; cycle < 4; cycle++ {
 		cmd := exec.Command(os.Args[0], "-test.run=^$")
 		cmd.Env = append(os.Environ(), "KV_CHILD=1", "KV_DIR="+dir, "KV_CYCLE="+strconv.Itoa(cycle))
@@ -143,6 +147,9 @@ func TestCrashRecovery(t *testing.T) {
 		}
 		total += len(acks)
 
+		if compactionUnfinished(t, dir) {
+			interrupted++
+		}
 		s, err := Open(dir, Options{})
 		if err != nil {
 			t.Fatalf("cycle %d: reopen: %v", cycle, err)
@@ -180,5 +187,24 @@ func TestCrashRecovery(t *testing.T) {
 		}
 		checkAndClose(t, s)
 	}
-	t.Logf("%d acknowledged writes checked over 4 kills; revision %d", total, lastRev)
+	t.Logf("%d acknowledged writes checked over 4 kills (%d in a compaction); revision %d", total, interrupted, lastRev)
+}
+
+// compactionUnfinished reports whether the store file in dir was left in
+// the middle of a compaction.
+func compactionUnfinished(t *testing.T, dir string) bool {
+	db, err := bolt.Open(filepath.Join(dir, FileName), 0o600, &bolt.Options{ReadOnly: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	var unfinished bool
+	if err := db.View(func(tx *bolt.Tx) error {
+		meta := tx.Bucket(bucketMeta)
+		unfinished = !bytes.Equal(meta.Get(metaCompact), meta.Get(metaCompactDone))
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	return unfinished
 }

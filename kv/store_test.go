@@ -100,8 +100,8 @@ func TestPutVersions(t *testing.T) {
 
 func TestTxnCompare(t *testing.T) {
 	s := openStore(t, Options{})
-	mustPut(t, s, "a", "m")    // rev 2
-	mustPut(t, s, "a", "m")    // rev 3: version 2, create 2, mod 3
+	mustPut(t, s, "a", "m")   // rev 2
+	mustPut(t, s, "a", "m")   // rev 3: version 2, create 2, mod 3
 	mustPut(t, s, "zero", "") // rev 4
 	tests := []struct {
 		name string
@@ -303,7 +303,7 @@ func TestRange(t *testing.T) {
 		mustPut(t, s, k, "v"+k)
 	}
 	// revs 2..9; then overwrite a and delete b.
-	mustPut(t, s, "a", "new") // 10
+	mustPut(t, s, "a", "new")                                                   // 10
 	if _, err := s.Delete(context.Background(), []byte("b"), nil); err != nil { // 11
 		t.Fatal(err)
 	}
@@ -397,7 +397,7 @@ func TestRange(t *testing.T) {
 func TestHistory(t *testing.T) {
 	s := openStore(t, Options{})
 	ctx := context.Background()
-	mustPut(t, s, "a", "1") // 2
+	mustPut(t, s, "a", "1")                           // 2
 	if _, err := s.Txn(ctx, TxnRequest{Success: []Op{ // 3: three events
 		{Type: OpPut, Key: []byte("b"), Value: []byte("1")},
 		{Type: OpPut, Key: []byte("c"), Value: []byte("1")},
@@ -479,11 +479,11 @@ func TestCompact(t *testing.T) {
 	for i := 0; i < 5; i++ {
 		mustPut(t, s, "a", string(rune('0'+i))) // 2..6
 	}
-	mustPut(t, s, "b", "x")                                      // 7
+	mustPut(t, s, "b", "x")                                    // 7
 	if _, err := s.Delete(ctx, []byte("b"), nil); err != nil { // 8
 		t.Fatal(err)
 	}
-	mustPut(t, s, "c", "x")                                      // 9
+	mustPut(t, s, "c", "x")                                    // 9
 	if _, err := s.Delete(ctx, []byte("c"), nil); err != nil { // 10
 		t.Fatal(err)
 	}
@@ -548,8 +548,30 @@ func TestCompact(t *testing.T) {
 	if err != nil || len(bs) != 3 || bs[0].Revision != 9 {
 		t.Fatalf("History from compact: %+v, %v", bs, err)
 	}
+	// A key written twice in the revision that becomes the compact
+	// revision keeps both events for History.
+	if _, err := s.Txn(ctx, TxnRequest{Success: []Op{ // 12
+		{Type: OpPut, Key: []byte("e"), Value: []byte("1")},
+		{Type: OpPut, Key: []byte("e"), Value: []byte("2")},
+		{Type: OpDelete, Key: []byte("e")},
+		{Type: OpPut, Key: []byte("e"), Value: []byte("3")},
+	}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Compact(ctx, 12); err != nil {
+		t.Fatal(err)
+	}
+	waitCompacted(t, s)
+	bs, _, err = s.History(ctx, 12, 12, 0)
+	if err != nil || len(bs) != 1 || len(bs[0].Events) != 4 {
+		t.Fatalf("History at the compact revision: %+v, %v", bs, err)
+	}
+	res := mustRange(t, s, RangeRequest{Key: []byte("e"), Rev: 12})
+	if diff := cmp.Diff([]KeyValue{kv("e", "3", 12, 12, 1)}, res.KVs, cmpOpts...); diff != "" {
+		t.Fatalf("e at 12 (-want +got):\n%s", diff)
+	}
 	// A put after compaction carries the kept previous version.
-	resp := mustPut(t, s, "a", "5")
+	resp := mustPut(t, s, "a", "5") // 13
 	if diff := cmp.Diff(kvp("a", "4", 2, 6, 5), resp.Responses[0].PrevKV, cmpOpts...); diff != "" {
 		t.Fatalf("PrevKV after compaction (-want +got):\n%s", diff)
 	}

@@ -51,8 +51,14 @@ func (s *syncBuffer) String() string {
 // checked when the test ends.
 func newTestServer(tb testing.TB, opts Options, kvOpts kv.Options) *testServer {
 	tb.Helper()
+	return newTestServerIn(tb, tb.TempDir(), opts, kvOpts)
+}
+
+// newTestServerIn is newTestServer over the store in dir.
+func newTestServerIn(tb testing.TB, dir string, opts Options, kvOpts kv.Options) *testServer {
+	tb.Helper()
 	kvOpts.MaxKeySize, kvOpts.MaxValueSize, kvOpts.MaxTxnOps = opts.MaxKeySize, opts.MaxValueSize, opts.MaxTxnOps
-	st, err := kv.Open(tb.TempDir(), kvOpts)
+	st, err := kv.Open(dir, kvOpts)
 	if err != nil {
 		tb.Fatalf("kv.Open: %v", err)
 	}

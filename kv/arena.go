@@ -10,14 +10,18 @@ type arena struct {
 	chunks [][]byte
 	i      int  // chunk being carved
 	off    int  // offset in chunks[i]
-	size   int  // chunk size; 0 means defaultChunk
+	size   int  // largest chunk size; 0 means defaultChunk
+	next   int  // size of the next chunk; chunks start small and double
 	reuse  bool // keep every chunk for reset
 }
 
-const defaultChunk = 64 << 10
+const (
+	defaultChunk = 64 << 10
+	firstChunk   = 512
+)
 
-// alloc returns n bytes. Requests over a quarter of a chunk get their own
-// allocation, so one large value does not waste a chunk.
+// alloc returns n bytes. Requests over a quarter of the largest chunk get
+// their own allocation, so one large value does not waste a chunk.
 func (a *arena) alloc(n int) []byte {
 	size := a.size
 	if size == 0 {
@@ -44,7 +48,11 @@ func (a *arena) alloc(n int) []byte {
 			a.chunks = a.chunks[:0]
 			a.i = 0
 		}
-		a.chunks = append(a.chunks, make([]byte, size))
+		// Small first chunks keep small reads cheap; doubling keeps large
+		// ones to a few allocations.
+		c := max(a.next, firstChunk, n)
+		a.next = min(2*c, size)
+		a.chunks = append(a.chunks, make([]byte, c))
 	}
 }
 

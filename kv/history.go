@@ -59,6 +59,9 @@ func readHistory(ctx context.Context, tx *bolt.Tx, from, to int64, maxEvents int
 		rec    eventRecord
 		seek   [revKeyLen]byte
 	)
+	if maxEvents > 0 {
+		events = make([]Event, 0, min(maxEvents+maxEvents/4, 4096))
+	}
 	next := to + 1
 	putRevKey(seek[:], from, 0)
 	c := tx.Bucket(bucketHistory).Cursor()

@@ -111,7 +111,7 @@ func decodeCurrentKV(key, raw []byte, keysOnly bool, a *arena) (KeyValue, error)
 // versions), takes it when it is a put, and moves on to the next key.
 func rangeAt(ctx context.Context, tx *bolt.Tx, key, end []byte, rev, limit int64, keysOnly, countOnly bool, a *arena) (RangeResult, error) {
 	var res RangeResult
-	x := indexReader{c: tx.Bucket(bucketIndex).Cursor(), hist: tx.Bucket(bucketHistory)}
+	x := indexReader{c: tx.Bucket(bucketIndex).Cursor(), hist: tx.Bucket(bucketHistory).Cursor()}
 	putRevKey(x.suffix[:], rev, -1)
 	take := func(hk []byte) error {
 		res.Count++
@@ -185,7 +185,7 @@ func rangeAt(ctx context.Context, tx *bolt.Tx, key, end []byte, rev, limit int64
 // indexReader finds versions of keys at a past revision.
 type indexReader struct {
 	c      *bolt.Cursor
-	hist   *bolt.Bucket
+	hist   *bolt.Cursor    // a cursor, not Bucket.Get: Get allocates a cursor each time
 	suffix [revKeyLen]byte // (rev, 0xffffffff): above every entry <= rev
 	buf    []byte
 	rec    eventRecord
@@ -223,8 +223,8 @@ func (x *indexReader) latest(p []byte) (hk, next []byte, nextKnown bool, err err
 
 // load reads the version at history key hk.
 func (x *indexReader) load(hk []byte, keysOnly bool, a *arena) (KeyValue, error) {
-	raw := x.hist.Get(hk)
-	if raw == nil {
+	k, raw := x.hist.Seek(hk)
+	if !bytes.Equal(k, hk) {
 		rev, sub := parseRevKey(hk)
 		return KeyValue{}, fmt.Errorf("%w: index entry without history at %d.%d", errCorrupt, rev, sub)
 	}

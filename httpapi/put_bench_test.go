@@ -1,0 +1,86 @@
+package httpapi
+
+import (
+	"bytes"
+	"fmt"
+	"io"
+	"net/http"
+	"slices"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/rs/zerolog"
+
+	"github.com/watchgate/watchgate/kv"
+)
+
+// BenchmarkPut measures durable writes over HTTP/1.1 on loopback: the real
+// handler and store, 100-byte values, new keys, with 1 and 256 concurrent
+// clients on a keep-alive pool, with fsync (as served) and without
+// (kv.Options.NoSync, which only a benchmark can set). Besides ns/op it
+// reports puts/s and the p50 and p99 latency of one PUT.
+func BenchmarkPut(b *testing.B) {
+	for _, fsync := range []bool{true, false} {
+		for _, clients := range []int{1, 256} {
+			b.Run(fmt.Sprintf("fsync=%v/clients=%d", fsync, clients), func(b *testing.B) {
+				benchmarkPut(b, !fsync, clients)
+			})
+		}
+	}
+}
+
+func benchmarkPut(b *testing.B, noSync bool, clients int) {
+	log := zerolog.New(io.Discard)
+	s := newTestServer(b, Options{Logger: &log}, kv.Options{NoSync: noSync})
+	tr := &http.Transport{MaxIdleConnsPerHost: clients, MaxConnsPerHost: clients}
+	defer tr.CloseIdleConnections()
+	client := &http.Client{Transport: tr}
+	value := bytes.Repeat([]byte("v"), 100)
+
+	var next atomic.Int64
+	lat := make([][]time.Duration, clients)
+	var wg sync.WaitGroup
+	b.ReportAllocs()
+	b.ResetTimer()
+	start := time.Now()
+	for c := 0; c < clients; c++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				i := next.Add(1)
+				if i > int64(b.N) {
+					return
+				}
+				req, _ := http.NewRequest(http.MethodPut, s.URL+"/v1/kv/bench/"+strconv.FormatInt(i, 10), bytes.NewReader(value))
+				t0 := time.Now()
+				resp, err := client.Do(req)
+				if err != nil {
+					b.Error(err)
+					return
+				}
+				io.Copy(io.Discard, resp.Body)
+				resp.Body.Close()
+				lat[c] = append(lat[c], time.Since(t0))
+				if resp.StatusCode != http.StatusCreated {
+					b.Errorf("PUT: %d", resp.StatusCode)
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	elapsed := time.Since(start)
+	b.StopTimer()
+	all := slices.Concat(lat...)
+	slices.Sort(all)
+	if len(all) == 0 {
+		return
+	}
+	b.ReportMetric(float64(len(all))/elapsed.Seconds(), "puts/s")
+	b.ReportMetric(float64(all[len(all)/2].Microseconds()), "p50-µs")
+	b.ReportMetric(float64(all[len(all)*99/100].Microseconds()), "p99-µs")
+}

@@ -40,24 +40,23 @@ type Event struct {
 	PrevKV *kvjson.KeyValue `json:"prev_kv,omitempty"`
 }
 
-// appendHead appends the opening of a message, {"type":typ and, when
-// idJSON is not nil, "id":idJSON, the id already encoded as a JSON string
-// (each watch encodes its id once).
-func appendHead(dst []byte, typ string, idJSON []byte) []byte {
+// appendHead appends the opening of a message, {"type":typ and, when id
+// is not empty, "id":id.
+func appendHead(dst []byte, typ string, id string) []byte {
 	dst = append(dst, `{"type":"`...)
 	dst = append(dst, typ...)
 	dst = append(dst, '"')
-	if idJSON != nil {
+	if id != "" {
 		dst = append(dst, `,"id":`...)
-		dst = append(dst, idJSON...)
+		dst = appendJSONString(dst, id)
 	}
 	return dst
 }
 
 // appendRevMessage appends {"type":typ,"id":id,"revision":rev}, the form of
 // created, reset and synced.
-func appendRevMessage(dst []byte, typ string, idJSON []byte, rev int64) []byte {
-	dst = appendHead(dst, typ, idJSON)
+func appendRevMessage(dst []byte, typ string, id string, rev int64) []byte {
+	dst = appendHead(dst, typ, id)
 	dst = append(dst, `,"revision":`...)
 	dst = strconv.AppendInt(dst, rev, 10)
 	return append(dst, '}')
@@ -66,8 +65,8 @@ func appendRevMessage(dst []byte, typ string, idJSON []byte, rev int64) []byte {
 // appendEventsStart appends the start of an events message, up to and
 // including the opening bracket of its events array. The caller appends
 // the pre-encoded events, separated by commas, then appendEventsEnd.
-func appendEventsStart(dst []byte, idJSON []byte, rev int64) []byte {
-	dst = appendHead(dst, TypeEvents, idJSON)
+func appendEventsStart(dst []byte, id string, rev int64) []byte {
+	dst = appendHead(dst, TypeEvents, id)
 	dst = append(dst, `,"revision":`...)
 	dst = strconv.AppendInt(dst, rev, 10)
 	return append(dst, `,"events":[`...)
@@ -77,13 +76,13 @@ func appendEventsEnd(dst []byte) []byte { return append(dst, ']', '}') }
 
 // appendProgress appends {"type":"progress","revision":rev}.
 func appendProgress(dst []byte, rev int64) []byte {
-	return appendRevMessage(dst, TypeProgress, nil, rev)
+	return appendRevMessage(dst, TypeProgress, "", rev)
 }
 
 // appendCompacted appends {"type":"compacted","id":id,
 // "compact_revision":compact,"revision":rev}.
-func appendCompacted(dst []byte, idJSON []byte, compact, rev int64) []byte {
-	dst = appendHead(dst, TypeCompacted, idJSON)
+func appendCompacted(dst []byte, id string, compact, rev int64) []byte {
+	dst = appendHead(dst, TypeCompacted, id)
 	dst = append(dst, `,"compact_revision":`...)
 	dst = strconv.AppendInt(dst, compact, 10)
 	dst = append(dst, `,"revision":`...)
@@ -92,17 +91,17 @@ func appendCompacted(dst []byte, idJSON []byte, compact, rev int64) []byte {
 }
 
 // appendCanceled appends {"type":"canceled","id":id,"reason":reason}.
-func appendCanceled(dst []byte, idJSON []byte, reason string) []byte {
-	dst = appendHead(dst, TypeCanceled, idJSON)
+func appendCanceled(dst []byte, id string, reason string) []byte {
+	dst = appendHead(dst, TypeCanceled, id)
 	dst = append(dst, `,"reason":`...)
 	dst = appendJSONString(dst, reason)
 	return append(dst, '}')
 }
 
-// appendError appends {"type":"error","id":id,"error":{...}}; idJSON nil
-// leaves the id out.
-func appendError(dst []byte, idJSON []byte, p *Problem) []byte {
-	dst = appendHead(dst, TypeError, idJSON)
+// appendError appends {"type":"error","id":id,"error":{...}}; an empty id
+// is left out.
+func appendError(dst []byte, id string, p *Problem) []byte {
+	dst = appendHead(dst, TypeError, id)
 	dst = append(dst, `,"error":`...)
 	dst = p.appendJSON(dst)
 	return append(dst, '}')
@@ -110,11 +109,3 @@ func appendError(dst []byte, idJSON []byte, p *Problem) []byte {
 
 // appendPong appends {"type":"pong"}.
 func appendPong(dst []byte) []byte { return append(dst, `{"type":"pong"}`...) }
-
-// encodeID returns id as a JSON string, or nil for the empty id.
-func encodeID(id string) []byte {
-	if id == "" {
-		return nil
-	}
-	return appendJSONString(nil, id)
-}

@@ -12,7 +12,7 @@ import (
 )
 
 func TestServerMessages(t *testing.T) {
-	id := encodeID("w\"1")
+	id := "w\"1"
 	put := kv.Event{Type: kv.EventPut, KV: kv.KeyValue{Key: []byte("k"), Value: []byte("v"), CreateRevision: 2, ModRevision: 42, Version: 1}}
 	del := kv.Event{Type: kv.EventDelete, KV: kv.KeyValue{Key: []byte{0xff}, ModRevision: 43}}
 	events := appendEventsStart(nil, id, 43)
@@ -43,11 +43,11 @@ func TestServerMessages(t *testing.T) {
 		{"canceled", appendCanceled(nil, id, "canceled by the client"), `{"type":"canceled","id":"w\"1","reason":"canceled by the client"}`,
 			Message{Type: TypeCanceled, ID: "w\"1", Reason: "canceled by the client"}},
 		{"error with id", appendError(nil, id, newProblem(ErrBadRevision, "bad")),
-			`{"type":"error","id":"w\"1","error":{"title":"Invalid revision","status":400,"detail":"bad"}}`,
-			Message{Type: TypeError, ID: "w\"1", Error: &Problem{Title: "Invalid revision", Status: 400, Detail: "bad"}}},
-		{"error without id", appendError(nil, encodeID(""), newProblem(ErrBadMessage, "not \xffUTF-8")),
-			`{"type":"error","error":{"title":"Malformed message","status":400,"detail":"not ` + "\uFFFD" + `UTF-8"}}`,
-			Message{Type: TypeError, Error: &Problem{Title: "Malformed message", Status: 400, Detail: "not \uFFFDUTF-8"}}},
+			`{"type":"error","id":"w\"1","error":{"type":"urn:watchgate:problem:invalid-revision","title":"Invalid revision","status":400,"detail":"bad"}}`,
+			Message{Type: TypeError, ID: "w\"1", Error: &Problem{Type: ProblemTypePrefix + "invalid-revision", Title: "Invalid revision", Status: 400, Detail: "bad"}}},
+		{"error without id", appendError(nil, "", newProblem(ErrBadMessage, "not \xffUTF-8")),
+			`{"type":"error","error":{"type":"urn:watchgate:problem:malformed-message","title":"Malformed message","status":400,"detail":"not ` + "\uFFFD" + `UTF-8"}}`,
+			Message{Type: TypeError, Error: &Problem{Type: ProblemTypePrefix + "malformed-message", Title: "Malformed message", Status: 400, Detail: "not \uFFFDUTF-8"}}},
 		{"pong", appendPong(nil), `{"type":"pong"}`, Message{Type: TypePong}},
 	}
 	for _, tt := range tests {

@@ -43,37 +43,67 @@ var (
 	ErrUnknownID = errors.New("ws: no active watch with this id")
 	// ErrTooManyWatches is a watch over the socket's watch limit.
 	ErrTooManyWatches = errors.New("ws: too many watches on this socket")
-	// ErrWatch is a watch the hub refused or ended with an error; the
-	// Problem's detail says why.
-	ErrWatch = errors.New("ws: watch failed")
+	// ErrForbidden is a watch outside what the client may read
+	// (Options.Authorize).
+	ErrForbidden = errors.New("ws: watch not allowed")
+	// ErrNotReading refuses a watch while the socket's outgoing queue is
+	// far over its bound: the client is not reading what it was sent.
+	ErrNotReading = errors.New("ws: socket is not reading its messages")
+	// ErrWatchFailed ends a watch the server could not serve (a store
+	// failure); the client watches again from its last revision + 1.
+	ErrWatchFailed = errors.New("ws: watch failed")
+
+	// ErrNotWebSocket refuses a request to the endpoint that is not a
+	// WebSocket handshake.
+	ErrNotWebSocket = errors.New("ws: not a WebSocket handshake")
+	// ErrSubprotocol refuses a handshake that does not offer watchgate.v1.
+	ErrSubprotocol = errors.New("ws: subprotocol watchgate.v1 not offered")
+	// ErrOrigin refuses a handshake from an Origin that is not allowed.
+	ErrOrigin = errors.New("ws: origin not allowed")
+	// ErrShuttingDown refuses a handshake once Shutdown has been called.
+	ErrShuttingDown = errors.New("ws: server is shutting down")
 )
 
-// problemKinds gives each sentinel its problem title and status.
+// ProblemTypePrefix starts the "type" URI of every problem; the rest is
+// the kind's slug (urn:watchgate:problem:unknown-op), as in the REST API.
+const ProblemTypePrefix = "urn:watchgate:problem:"
+
+// problemKinds gives each sentinel its problem slug, title and status.
 var problemKinds = map[error]struct {
+	slug   string
 	title  string
 	status int
 }{
-	ErrBadMessage:     {"Malformed message", http.StatusBadRequest},
-	ErrUnknownOp:      {"Unknown op", http.StatusBadRequest},
-	ErrUnknownField:   {"Unknown field", http.StatusBadRequest},
-	ErrBadID:          {"Invalid watch id", http.StatusBadRequest},
-	ErrBadKey:         {"Invalid key or range", http.StatusBadRequest},
-	ErrKeyTooLarge:    {"Key too large", http.StatusRequestEntityTooLarge},
-	ErrBadEvents:      {"Invalid events filter", http.StatusBadRequest},
-	ErrBadRevision:    {"Invalid revision", http.StatusBadRequest},
-	ErrDuplicateID:    {"Duplicate watch id", http.StatusConflict},
-	ErrUnknownID:      {"Unknown watch id", http.StatusNotFound},
-	ErrTooManyWatches: {"Too many watches", http.StatusTooManyRequests},
-	ErrWatch:          {"Watch failed", http.StatusBadRequest},
+	ErrBadMessage:     {"malformed-message", "Malformed message", http.StatusBadRequest},
+	ErrUnknownOp:      {"unknown-op", "Unknown op", http.StatusBadRequest},
+	ErrUnknownField:   {"unknown-field", "Unknown field", http.StatusBadRequest},
+	ErrBadID:          {"invalid-watch-id", "Invalid watch id", http.StatusBadRequest},
+	ErrBadKey:         {"invalid-range", "Invalid key or range", http.StatusBadRequest},
+	ErrKeyTooLarge:    {"key-too-large", "Key too large", http.StatusRequestEntityTooLarge},
+	ErrBadEvents:      {"invalid-events", "Invalid events filter", http.StatusBadRequest},
+	ErrBadRevision:    {"invalid-revision", "Invalid revision", http.StatusBadRequest},
+	ErrDuplicateID:    {"duplicate-watch-id", "Duplicate watch id", http.StatusConflict},
+	ErrUnknownID:      {"unknown-watch-id", "Unknown watch id", http.StatusNotFound},
+	ErrTooManyWatches: {"too-many-watches", "Too many watches", http.StatusTooManyRequests},
+	ErrForbidden:      {"forbidden", "Forbidden", http.StatusForbidden},
+	ErrNotReading:     {"not-reading", "Socket not reading", http.StatusTooManyRequests},
+	ErrWatchFailed:    {"watch-failed", "Watch failed", http.StatusServiceUnavailable},
+	ErrNotWebSocket:   {"not-websocket", "WebSocket handshake required", http.StatusUpgradeRequired},
+	ErrSubprotocol:    {"subprotocol", "Subprotocol required", http.StatusBadRequest},
+	ErrOrigin:         {"forbidden-origin", "Origin not allowed", http.StatusForbidden},
+	ErrShuttingDown:   {"shutting-down", "Shutting down", http.StatusServiceUnavailable},
 }
 
-// Problem is an RFC 9457 problem as the protocol's error message carries it:
-// {"title":...,"status":...,"detail":...}. It is an error that unwraps to
+// Problem is an RFC 9457 problem as the protocol's error message carries it,
+// and as a refused handshake's application/problem+json body:
+// {"type":...,"title":...,"status":...,"detail":...}. It is an error that unwraps to
 // its sentinel (Err).
 type Problem struct {
 	// Err is the sentinel the problem is an instance of; nil in a Problem
 	// decoded from JSON.
 	Err error `json:"-"`
+	// Type is ProblemTypePrefix and the kind's slug.
+	Type string `json:"type"`
 	// Title is a short summary of the problem kind, the same for every
 	// instance of Err.
 	Title string `json:"title"`
@@ -90,7 +120,7 @@ func newProblem(err error, format string, args ...any) *Problem {
 	if !ok {
 		panic(fmt.Sprintf("ws: no problem kind for %v", err))
 	}
-	return &Problem{Err: err, Title: k.title, Status: k.status, Detail: fmt.Sprintf(format, args...)}
+	return &Problem{Err: err, Type: ProblemTypePrefix + k.slug, Title: k.title, Status: k.status, Detail: fmt.Sprintf(format, args...)}
 }
 
 // Error returns the sentinel's message and the detail.
@@ -106,7 +136,9 @@ func (p *Problem) Unwrap() error { return p.Err }
 
 // appendJSON appends the problem as a JSON object.
 func (p *Problem) appendJSON(dst []byte) []byte {
-	dst = append(dst, `{"title":`...)
+	dst = append(dst, `{"type":`...)
+	dst = appendJSONString(dst, p.Type)
+	dst = append(dst, `,"title":`...)
 	dst = appendJSONString(dst, p.Title)
 	dst = append(dst, `,"status":`...)
 	dst = strconv.AppendInt(dst, int64(p.Status), 10)
@@ -115,10 +147,23 @@ func (p *Problem) appendJSON(dst []byte) []byte {
 	return append(dst, '}')
 }
 
-// appendJSONString appends s as a JSON string; invalid UTF-8 in s (which
-// can only come from a client's id or from an error text) is replaced by
-// U+FFFD so that the output is always valid JSON text.
+// appendJSONString appends s as a JSON string. Invalid UTF-8 in s (which
+// can only come from an error text) is replaced by U+FFFD so that the
+// output is always valid JSON text. Plain ASCII, the usual watch id, is
+// copied without a conversion.
 func appendJSONString(dst []byte, s string) []byte {
+	plain := true
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; c < 0x20 || c >= utf8.RuneSelf || c == '"' || c == '\\' {
+			plain = false
+			break
+		}
+	}
+	if plain {
+		dst = append(dst, '"')
+		dst = append(dst, s...)
+		return append(dst, '"')
+	}
 	if !utf8.ValidString(s) {
 		s = strings.ToValidUTF8(s, "\uFFFD")
 	}

@@ -166,7 +166,7 @@ func FuzzParseRequest(f *testing.F) {
 			if p.Status < 400 || p.Status > 499 || p.Title == "" || p.Detail == "" || p.Err == nil {
 				t.Fatalf("problem %+v is not a complete 4xx problem", p)
 			}
-			msg := appendError(nil, encodeID(req.ID), p)
+			msg := appendError(nil, req.ID, p)
 			var m Message
 			if err := json.Unmarshal(msg, &m); err != nil || !utf8.Valid(msg) {
 				t.Fatalf("error message %q is not valid JSON: %v", msg, err)

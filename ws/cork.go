@@ -1,0 +1,143 @@
+package ws
+
+import (
+	"bufio"
+	"errors"
+	"net"
+	"net/http"
+	"os"
+	"sync"
+	"time"
+)
+
+// corkFlushSize is how much a corked connection gathers before it writes
+// even though the batch is not finished, so that a burst costs one
+// syscall per this many bytes and its memory stays bounded.
+const corkFlushSize = 64 << 10
+
+// corkConn is the hijacked connection under a socket's WebSocket library.
+// The library flushes every frame to the connection as soon as it is
+// written; while the socket's write loop sends a batch of messages it
+// corks the connection, so the frames gather in one buffer and go out in
+// a few large writes when it uncorks, instead of one syscall per message.
+//
+// Every write to the network, corked or not, has a deadline of
+// writeTimeout: a peer that does not read for that long fails the write,
+// and the connection is closed.
+type corkConn struct {
+	net.Conn
+	writeTimeout time.Duration
+
+	mu     sync.Mutex // guards corked, buf, err; held across the network write
+	corked bool
+	buf    []byte
+	err    error // the first write error; every later write fails with it
+}
+
+// Write writes p now, or, corked, adds it to the buffer and writes the
+// buffer once it reaches corkFlushSize.
+func (c *corkConn) Write(p []byte) (int, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.err != nil {
+		return 0, c.err
+	}
+	if !c.corked {
+		return c.writeLocked(p)
+	}
+	c.buf = append(c.buf, p...)
+	if len(c.buf) >= corkFlushSize {
+		if err := c.flushLocked(); err != nil {
+			return 0, err
+		}
+	}
+	return len(p), nil
+}
+
+// cork starts gathering writes.
+func (c *corkConn) cork() {
+	c.mu.Lock()
+	c.corked = true
+	c.mu.Unlock()
+}
+
+// uncork writes what was gathered and stops gathering.
+func (c *corkConn) uncork() error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.corked = false
+	if c.err != nil {
+		return c.err
+	}
+	return c.flushLocked()
+}
+
+func (c *corkConn) flushLocked() error {
+	if len(c.buf) == 0 {
+		return nil
+	}
+	_, err := c.writeLocked(c.buf)
+	if cap(c.buf) > 2*corkFlushSize {
+		c.buf = nil // one large message grew it; do not keep it
+	} else {
+		c.buf = c.buf[:0]
+	}
+	return err
+}
+
+// writeLocked writes p to the network with the write deadline. On error
+// the connection is closed, which also ends the socket's read loop.
+func (c *corkConn) writeLocked(p []byte) (int, error) {
+	if err := c.Conn.SetWriteDeadline(time.Now().Add(c.writeTimeout)); err != nil {
+		c.fail(err)
+		return 0, err
+	}
+	n, err := c.Conn.Write(p)
+	if err != nil {
+		c.fail(err)
+	}
+	return n, err
+}
+
+func (c *corkConn) fail(err error) {
+	c.err = err
+	c.buf = nil
+	c.Conn.Close()
+}
+
+// timedOut reports whether the connection failed because a write reached
+// its deadline.
+func (c *corkConn) timedOut() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return errors.Is(c.err, os.ErrDeadlineExceeded)
+}
+
+// corkWriter is the http.ResponseWriter handed to websocket.Accept: its
+// Hijack puts a corkConn between the library and the connection. It
+// embeds the server's ResponseWriter for the handshake response.
+type corkWriter struct {
+	http.ResponseWriter
+	writeTimeout time.Duration
+	conn         *corkConn // set by Hijack
+}
+
+// Hijack takes over the connection through http.ResponseController, so
+// that wrappers with Unwrap in front of the server's writer are followed.
+func (w *corkWriter) Hijack() (net.Conn, *bufio.ReadWriter, error) {
+	conn, brw, err := http.NewResponseController(w.ResponseWriter).Hijack()
+	if err != nil {
+		return nil, nil, err
+	}
+	if err := brw.Writer.Flush(); err != nil {
+		conn.Close()
+		return nil, nil, err
+	}
+	w.conn = &corkConn{Conn: conn, writeTimeout: w.writeTimeout}
+	// Reuse the server's write buffer in front of the cork.
+	brw.Writer.Reset(w.conn)
+	return w.conn, brw, nil
+}
+
+// Unwrap returns the server's ResponseWriter.
+func (w *corkWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }

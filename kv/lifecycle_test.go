@@ -403,3 +403,35 @@ func TestCorruptRecords(t *testing.T) {
 		t.Fatal("bad current record decoded")
 	}
 }
+
+// TestFailedGroup makes bbolt refuse a write (a key over bbolt's own limit,
+// let through by raising the store's limit past its cap): the request
+// fails, the revision does not move, nothing is published, and the store
+// goes on working.
+func TestFailedGroup(t *testing.T) {
+	s := openStore(t, Options{MaxKeySize: 40000})
+	if s.opts.MaxKeySize != maxKeySizeCap {
+		t.Fatalf("MaxKeySize %d, want the cap %d", s.opts.MaxKeySize, maxKeySizeCap)
+	}
+	s.opts.MaxKeySize = 40000
+	mustPut(t, s, "a", "1")
+	published := 0
+	_, cancel := s.Subscribe(func(bs []Batch) { published += len(bs) })
+	defer cancel()
+	_, err := s.Txn(context.Background(), TxnRequest{Success: []Op{
+		{Type: OpPut, Key: []byte("b"), Value: []byte("2")},
+		{Type: OpPut, Key: bytes.Repeat([]byte("x"), 33000)},
+	}})
+	if err == nil {
+		t.Fatal("write of a 33000-byte key succeeded")
+	}
+	if rev, _ := s.Revisions(); rev != 2 || published != 0 {
+		t.Fatalf("after the failed write: revision %d, %d batches published", rev, published)
+	}
+	if res := mustRange(t, s, RangeRequest{Key: []byte("b")}); res.Count != 0 || res.Rev != 2 {
+		t.Fatalf("failed write is visible: %+v", res)
+	}
+	if resp := mustPut(t, s, "b", "3"); resp.Revision != 3 || published != 1 {
+		t.Fatalf("next write at %d, %d batches published", resp.Revision, published)
+	}
+}

@@ -13,7 +13,9 @@ type Options struct {
 	// MaxKeySize (default 4096), MaxValueSize (default 1<<20) and
 	// MaxTxnOps (default 128) bound requests; over them Txn returns
 	// ErrKeyTooLarge, ErrValueTooLarge or ErrTooManyOps. MaxTxnOps bounds
-	// the compares and each branch separately, as etcd does.
+	// the compares and each branch separately, as etcd does. MaxKeySize is
+	// capped at 16000 bytes so that every index key stays under bbolt's
+	// own 32 KiB key limit.
 	MaxKeySize   int
 	MaxValueSize int
 	MaxTxnOps    int
@@ -37,6 +39,9 @@ const (
 	defaultMaxKeySize   = 4096
 	defaultMaxValueSize = 1 << 20
 	defaultMaxTxnOps    = 128
+	// An index key is the escaped key (at most twice as long) plus 14
+	// bytes; bbolt refuses keys over 32768 bytes.
+	maxKeySizeCap = 16000
 
 	// A group commit takes at most this many requests or bytes of keys
 	// and values; the rest waits for the next group. Large groups amortise
@@ -45,13 +50,14 @@ const (
 	maxGroupRequests = 4096
 	maxGroupBytes    = 4 << 20
 
-	defaultCompactChunk = 4096
+	defaultCompactChunk = 1024
 )
 
 func (o Options) withDefaults() Options {
 	if o.MaxKeySize <= 0 {
 		o.MaxKeySize = defaultMaxKeySize
 	}
+	o.MaxKeySize = min(o.MaxKeySize, maxKeySizeCap)
 	if o.MaxValueSize <= 0 {
 		o.MaxValueSize = defaultMaxValueSize
 	}

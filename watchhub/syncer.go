@@ -120,7 +120,8 @@ func (h *Hub) syncUnsynced() bool {
 	for i := range items {
 		it := &items[i]
 		w := it.w
-		if w.state != stateUnsynced || w.nextRev != it.from {
+		if w.state != stateUnsynced || w.nextRev != it.from || next <= it.from {
+			// Gone, moved on, or needing revisions after this read.
 			continue
 		}
 		if len(it.evs) > 0 {

@@ -15,7 +15,9 @@ import (
 // ErrCompacted when from < the compact revision. Events carry PrevKV.
 //
 // A from below 1 means 1; a to of 0, or above the current revision, means
-// the current revision; maxEvents <= 0 means no limit. With from beyond to
+// the current revision as Revisions reports it: the last one handed to the
+// subscribers, so History never returns a revision a subscriber registered
+// now would still receive. maxEvents <= 0 means no limit. With from beyond to
 // nothing is returned and next is from. The events are a consistent view:
 // every revision up to to is complete. They are owned by the caller.
 func (s *Store) History(ctx context.Context, from, to int64, maxEvents int) (batches []Batch, next int64, err error) {
@@ -25,11 +27,14 @@ func (s *Store) History(ctx context.Context, from, to int64, maxEvents int) (bat
 	if from < 1 {
 		from = 1
 	}
+	// Loaded before the view starts, so it is at most the view's revision.
+	published := s.rev.Load()
 	err = s.view(func(tx *bolt.Tx) error {
 		cur, compact, err := readRevs(tx)
 		if err != nil {
 			return err
 		}
+		cur = min(cur, published)
 		if from < compact {
 			return fmt.Errorf("%w: revision %d, compact revision %d", ErrCompacted, from, compact)
 		}

@@ -165,14 +165,13 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 	if err := os.MkdirAll(cfg.data, 0o750); err != nil {
 		return fmt.Errorf("data directory: %w", err)
 	}
-	storeLog := log.With().Str("component", "kv").Logger()
 	store, err := kv.Open(cfg.data, kv.Options{
 		MaxKeySize:      cfg.maxKeySize,
 		MaxValueSize:    cfg.maxValueSize,
 		MaxTxnOps:       cfg.maxTxnOps,
 		RetainRevisions: cfg.retainRevisions,
 		RetainDuration:  cfg.retainDuration,
-		Logger:          &storeLog,
+		Logger:          &log,
 	})
 	if err != nil {
 		return fmt.Errorf("opening the store in %s: %w", cfg.data, err)
@@ -181,7 +180,6 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 		if err := store.Close(); err != nil {
 			return fmt.Errorf("closing the store: %w", err)
 		}
-		log.Info().Msg("store closed")
 		return nil
 	}
 

@@ -127,7 +127,7 @@ func (l *logWatcher) messages() []string {
 	defer l.mu.Unlock()
 	var out []string
 	for _, m := range l.lines {
-		if m["component"] == nil {
+		if m["component"] != "http" {
 			out = append(out, m["message"].(string))
 		}
 	}
@@ -197,7 +197,7 @@ func TestRunServesAndShutsDown(t *testing.T) {
 	case <-time.After(15 * time.Second):
 		t.Fatal("the server did not shut down")
 	}
-	if diff := cmp.Diff([]string{"listening", "shutting down", "store closed", "stopped"}, logs.messages()); diff != "" {
+	if diff := cmp.Diff([]string{"store opened", "listening", "shutting down", "store closed", "stopped"}, logs.messages()); diff != "" {
 		t.Errorf("log messages (-want +got)\n%s", diff)
 	}
 	if _, err := http.Get(base + "/healthz"); err == nil {

@@ -95,7 +95,7 @@ func TestIntervalTreeRandom(t *testing.T) {
 	key := func() string { return fmt.Sprintf("%c%c", 'a'+rng.IntN(6), 'a'+rng.IntN(6)) }
 	var tree intervalTree
 	model := map[ivl]*watcher{}
-	for step := range 4000 {
+	for step := range 1500 {
 		a, b := key(), key()
 		if a > b {
 			a, b = b, a

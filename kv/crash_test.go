@@ -82,10 +82,15 @@ type ack struct {
 	rev  int64
 }
 
-func parseAcks(t *testing.T, r io.Reader) []ack {
+// parseAcks reads the child's lines until EOF, closing first after the
+// first one.
+func parseAcks(t *testing.T, r io.Reader, first chan<- struct{}) []ack {
 	var acks []ack
 	sc := bufio.NewScanner(r)
 	for sc.Scan() {
+		if len(acks) == 0 {
+			close(first)
+		}
 		f := strings.Fields(sc.Text())
 		if len(f) != 3 {
 			t.Errorf("bad child line %q", sc.Text())
@@ -130,10 +135,16 @@ func TestCrashRecovery(t *testing.T) {
 			t.Fatal(err)
 		}
 		acksc := make(chan []ack)
-		go func() { acksc <- parseAcks(t, out) }()
+		first := make(chan struct{})
+		go func() { acksc <- parseAcks(t, out, first) }()
 		// Kill once the child has acknowledged something, at a random
 		// moment after that.
-		time.Sleep(time.Duration(150+rand.IntN(350)) * time.Millisecond)
+		select {
+		case <-first:
+		case <-time.After(30 * time.Second):
+			t.Log("child acknowledged nothing in 30s")
+		}
+		time.Sleep(time.Duration(50+rand.IntN(300)) * time.Millisecond)
 		if err := cmd.Process.Signal(syscall.SIGKILL); err != nil {
 			t.Fatal(err)
 		}

@@ -354,17 +354,16 @@ func TestRetainRevisions(t *testing.T) {
 }
 
 func TestRetainDuration(t *testing.T) {
-	s := openStore(t, Options{RetainDuration: 150 * time.Millisecond, retainInterval: 5 * time.Millisecond})
+	s := openStore(t, Options{RetainDuration: 500 * time.Millisecond, retainInterval: 5 * time.Millisecond})
 	for i := 0; i < 5; i++ {
 		mustPut(t, s, "old", fmt.Sprint(i)) // 2..6
 	}
-	time.Sleep(200 * time.Millisecond)
+	time.Sleep(550 * time.Millisecond)
 	// Everything is older than the window: only the current state is kept.
 	waitFor(t, func() bool { _, c := s.Revisions(); return c == 6 })
 	mustPut(t, s, "new", "1") // 7
-	time.Sleep(20 * time.Millisecond)
 	mustPut(t, s, "new", "2") // 8
-	// Revision 7 is recent: it stays readable for about 150ms.
+	// Revision 7 is recent: it stays readable for about 500ms.
 	if _, err := s.Range(context.Background(), RangeRequest{Key: []byte("new"), Rev: 7}); err != nil {
 		t.Fatalf("read inside the window: %v", err)
 	}

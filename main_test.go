@@ -3,11 +3,22 @@ package main
 import (
 	"bufio"
 	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
 	"encoding/json"
+	"encoding/pem"
 	"errors"
 	"flag"
 	"io"
+	"math/big"
+	"net"
 	"net/http"
+	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -134,23 +145,49 @@ func (l *logWatcher) messages() []string {
 	return out
 }
 
-// TestRunServesAndShutsDown runs the server in process, talks to it over
-// HTTP/1.1 and cleartext HTTP/2, and checks the order of the shutdown.
-func TestRunServesAndShutsDown(t *testing.T) {
+// startRun runs the server in process with args and env, on a loopback
+// port with its store in a new directory unless args or env say otherwise,
+// and waits until it listens. stop cancels it and returns run's error.
+func startRun(t *testing.T, args []string, env map[string]string) (addr string, logs *logWatcher, stop func() error) {
+	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	logs := newLogWatcher()
+	logs = newLogWatcher()
 	done := make(chan error, 1)
-	env := map[string]string{"WATCHGATE_DATA": t.TempDir(), "WATCHGATE_ADDR": "127.0.0.1:0"}
-	go func() { done <- run(ctx, nil, func(k string) string { return env[k] }, logs) }()
-	var addr string
+	args = append([]string{"--addr", "127.0.0.1:0", "--data", t.TempDir()}, args...)
+	go func() { done <- run(ctx, args, func(k string) string { return env[k] }, logs) }()
 	select {
 	case addr = <-logs.addr:
 	case err := <-done:
+		cancel()
 		t.Fatalf("run ended: %v", err)
 	case <-time.After(10 * time.Second):
+		cancel()
 		t.Fatal("the server did not start")
 	}
+	stopped := false
+	stop = func() error {
+		if stopped {
+			return nil
+		}
+		stopped = true
+		cancel()
+		select {
+		case err := <-done:
+			return err
+		case <-time.After(15 * time.Second):
+			t.Fatal("the server did not shut down")
+			return nil
+		}
+	}
+	t.Cleanup(func() { stop() })
+	return addr, logs, stop
+}
+
+// TestRunServesAndShutsDown runs the server in process, talks to it over
+// HTTP/1.1 and cleartext HTTP/2, and checks the order of the shutdown.
+func TestRunServesAndShutsDown(t *testing.T) {
+	// --max-value-size comes from the environment.
+	addr, logs, stop := startRun(t, nil, map[string]string{"WATCHGATE_MAX_VALUE_SIZE": "16"})
 	base := "http://" + addr
 
 	h2 := &http.Transport{Protocols: new(http.Protocols)}
@@ -178,7 +215,17 @@ func TestRunServesAndShutsDown(t *testing.T) {
 			t.Errorf("PUT over %s: %d", c.proto, resp.StatusCode)
 		}
 	}
-	resp, err := http.Get(base + "/openapi.yaml")
+	// --max-value-size (from the environment here) reaches the API.
+	req, _ := http.NewRequest(http.MethodPut, base+"/v1/kv/big", strings.NewReader(strings.Repeat("x", 17)))
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusRequestEntityTooLarge {
+		t.Errorf("17-byte value with a 16-byte limit: %d, want 413", resp.StatusCode)
+	}
+	resp, err = http.Get(base + "/openapi.yaml")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -188,14 +235,8 @@ func TestRunServesAndShutsDown(t *testing.T) {
 		t.Errorf("/openapi.yaml serves %.40q", b)
 	}
 
-	cancel()
-	select {
-	case err := <-done:
-		if err != nil {
-			t.Fatalf("run: %v", err)
-		}
-	case <-time.After(15 * time.Second):
-		t.Fatal("the server did not shut down")
+	if err := stop(); err != nil {
+		t.Fatalf("run: %v", err)
 	}
 	if diff := cmp.Diff([]string{"store opened", "listening", "shutting down", "store closed", "stopped"}, logs.messages()); diff != "" {
 		t.Errorf("log messages (-want +got)\n%s", diff)
@@ -203,6 +244,112 @@ func TestRunServesAndShutsDown(t *testing.T) {
 	if _, err := http.Get(base + "/healthz"); err == nil {
 		t.Errorf("the server still answers after run returned")
 	}
+}
+
+// TestRunRetention checks that --retain-revisions reaches the store: old
+// revisions get compacted without a request.
+func TestRunRetention(t *testing.T) {
+	addr, _, _ := startRun(t, []string{"--retain-revisions", "2"}, nil)
+	base := "http://" + addr
+	for i := 0; i < 6; i++ {
+		req, _ := http.NewRequest(http.MethodPut, base+"/v1/kv/k", strings.NewReader("v"))
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		resp, err := http.Get(base + "/healthz")
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if c := resp.Header.Get("X-Compact-Revision"); c != "1" {
+			if c != "5" && c != "6" {
+				t.Errorf("compacted to %s at revision %s, want the last 2 revisions kept", c, resp.Header.Get("X-Revision"))
+			}
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("no automatic compaction within 10s")
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// TestRunTLS serves TLS from --tls-cert and --tls-key and checks that
+// clients get HTTP/2 and HTTP/1.1 over it.
+func TestRunTLS(t *testing.T) {
+	certFile, keyFile, pool := writeTestCert(t)
+	addr, _, _ := startRun(t, []string{"--tls-cert", certFile, "--tls-key", keyFile}, nil)
+	for _, tc := range []struct {
+		h2    bool
+		proto string
+	}{{true, "HTTP/2.0"}, {false, "HTTP/1.1"}} {
+		tr := &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}, Protocols: new(http.Protocols)}
+		tr.Protocols.SetHTTP1(!tc.h2)
+		tr.Protocols.SetHTTP2(tc.h2)
+		resp, err := (&http.Client{Transport: tr}).Get("https://" + addr + "/readyz")
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		tr.CloseIdleConnections()
+		if resp.StatusCode != http.StatusOK || resp.Proto != tc.proto {
+			t.Errorf("readyz over TLS: %d %s, want 200 %s", resp.StatusCode, resp.Proto, tc.proto)
+		}
+	}
+	// Cleartext is not served on a TLS listener.
+	if resp, err := http.Get("http://" + addr + "/readyz"); err == nil {
+		resp.Body.Close()
+		if resp.StatusCode == http.StatusOK {
+			t.Errorf("cleartext request served on the TLS listener")
+		}
+	}
+}
+
+// writeTestCert writes a self-signed certificate for 127.0.0.1 and its key
+// and returns their files and a pool that trusts the certificate.
+func writeTestCert(t *testing.T) (certFile, keyFile string, pool *x509.CertPool) {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(1),
+		Subject:      pkix.Name{CommonName: "watchgate test"},
+		NotBefore:    time.Now().Add(-time.Hour),
+		NotAfter:     time.Now().Add(time.Hour),
+		IPAddresses:  []net.IP{net.IPv4(127, 0, 0, 1)},
+		KeyUsage:     x509.KeyUsageDigitalSignature,
+		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cert, err := x509.ParseCertificate(der)
+	if err != nil {
+		t.Fatal(err)
+	}
+	keyDER, err := x509.MarshalECPrivateKey(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	certFile, keyFile = filepath.Join(dir, "cert.pem"), filepath.Join(dir, "key.pem")
+	if err := os.WriteFile(certFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(keyFile, pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: keyDER}), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	pool = x509.NewCertPool()
+	pool.AddCert(cert)
+	return certFile, keyFile, pool
 }
 
 // scanLogs is a helper for the binary tests: it reads JSON log lines from r

@@ -85,18 +85,32 @@ func (c *corkConn) flushLocked() error {
 	return err
 }
 
-// writeLocked writes p to the network with the write deadline. On error
-// the connection is closed, which also ends the socket's read loop.
+// writeChunk is the most writeLocked writes under one deadline: a peer
+// that reads anything at all keeps the connection alive, one that reads
+// nothing for the write timeout fails it, however large the buffer. (A
+// timed-out write cannot simply be resumed: after one, a TLS connection is
+// broken for good.)
+const writeChunk = 32 << 10
+
+// writeLocked writes p to the network, each writeChunk with the write
+// deadline. On error the connection is closed, which also ends the
+// socket's read loop.
 func (c *corkConn) writeLocked(p []byte) (int, error) {
-	if err := c.Conn.SetWriteDeadline(time.Now().Add(c.writeTimeout)); err != nil {
-		c.fail(err)
-		return 0, err
+	n := 0
+	for n < len(p) {
+		end := min(len(p), n+writeChunk)
+		if err := c.Conn.SetWriteDeadline(time.Now().Add(c.writeTimeout)); err != nil {
+			c.fail(err)
+			return n, err
+		}
+		m, err := c.Conn.Write(p[n:end])
+		n += m
+		if err != nil {
+			c.fail(err)
+			return n, err
+		}
 	}
-	n, err := c.Conn.Write(p)
-	if err != nil {
-		c.fail(err)
-	}
-	return n, err
+	return n, nil
 }
 
 func (c *corkConn) fail(err error) {

@@ -35,12 +35,12 @@ type testServer struct {
 
 func newTestServer(tb testing.TB, opts Options) *testServer {
 	tb.Helper()
-	return newTestServerHub(tb, opts, watchhub.Options{})
+	return newTestServerWith(tb, opts, watchhub.Options{}, kv.Options{})
 }
 
-func newTestServerHub(tb testing.TB, opts Options, hopts watchhub.Options) *testServer {
+func newTestServerWith(tb testing.TB, opts Options, hopts watchhub.Options, kopts kv.Options) *testServer {
 	tb.Helper()
-	store, err := kv.Open(tb.TempDir(), kv.Options{})
+	store, err := kv.Open(tb.TempDir(), kopts)
 	if err != nil {
 		tb.Fatal(err)
 	}
@@ -87,14 +87,20 @@ func (ts *testServer) put(tb testing.TB, key, value string) int64 {
 	return resp.Revision
 }
 
-// putMany writes n keys prefix0..prefix(n-1) in transactions of up to 128
-// puts and returns the last revision.
+// putMany writes n keys prefix000000.. in transactions of up to 128 puts
+// and returns the last revision.
 func (ts *testServer) putMany(tb testing.TB, prefix string, n int) int64 {
+	tb.Helper()
+	return ts.putManyTxn(tb, prefix, n, 128)
+}
+
+// putManyTxn is putMany with txnOps puts per transaction.
+func (ts *testServer) putManyTxn(tb testing.TB, prefix string, n, txnOps int) int64 {
 	tb.Helper()
 	var rev int64
 	for i := 0; i < n; {
 		var ops []kv.Op
-		for ; i < n && len(ops) < 128; i++ {
+		for ; i < n && len(ops) < txnOps; i++ {
 			ops = append(ops, kv.Op{Type: kv.OpPut, Key: fmt.Appendf(nil, "%s%06d", prefix, i), Value: fmt.Appendf(nil, "v%d", i)})
 		}
 		resp, err := ts.store.Txn(context.Background(), kv.TxnRequest{Success: ops})
@@ -158,6 +164,24 @@ func (c *client) send(msg string) {
 	if err := c.c.Write(ctx, websocket.MessageText, []byte(msg)); err != nil {
 		c.tb.Fatalf("send %s: %v", msg, err)
 	}
+}
+
+// sendAll sends msg(0) .. msg(n-1) from another goroutine and reports
+// the first error on the returned channel.
+func (c *client) sendAll(n int, msg func(i int) string) <-chan error {
+	errc := make(chan error, 1)
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		for i := range n {
+			if err := c.c.Write(ctx, websocket.MessageText, []byte(msg(i))); err != nil {
+				errc <- err
+				return
+			}
+		}
+		errc <- nil
+	}()
+	return errc
 }
 
 // recv reads the next message; it fails the test after 10 seconds.
@@ -277,4 +301,8 @@ func (z *itemizer) item(m Message) watchtest.Item {
 func newChecker(tb testing.TB, h *watchtest.History, from int64, prefix string) *watchtest.Checker {
 	tb.Helper()
 	return watchtest.NewChecker(h, watchtest.Request{Key: []byte(prefix), End: kv.PrefixEnd([]byte(prefix)), StartRev: from})
+}
+
+func kvjsonKV(key, value string, create, mod, version int64) kvjson.KeyValue {
+	return kvjson.KeyValue{Key: &key, Value: &value, CreateRevision: create, ModRevision: mod, Version: version}
 }

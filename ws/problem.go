@@ -46,9 +46,6 @@ var (
 	// ErrForbidden is a watch outside what the client may read
 	// (Options.Authorize).
 	ErrForbidden = errors.New("ws: watch not allowed")
-	// ErrNotReading refuses a watch while the socket's outgoing queue is
-	// far over its bound: the client is not reading what it was sent.
-	ErrNotReading = errors.New("ws: socket is not reading its messages")
 	// ErrWatchFailed ends a watch the server could not serve (a store
 	// failure); the client watches again from its last revision + 1.
 	ErrWatchFailed = errors.New("ws: watch failed")
@@ -86,7 +83,6 @@ var problemKinds = map[error]struct {
 	ErrUnknownID:      {"unknown-watch-id", "Unknown watch id", http.StatusNotFound},
 	ErrTooManyWatches: {"too-many-watches", "Too many watches", http.StatusTooManyRequests},
 	ErrForbidden:      {"forbidden", "Forbidden", http.StatusForbidden},
-	ErrNotReading:     {"not-reading", "Socket not reading", http.StatusTooManyRequests},
 	ErrWatchFailed:    {"watch-failed", "Watch failed", http.StatusServiceUnavailable},
 	ErrNotWebSocket:   {"not-websocket", "WebSocket handshake required", http.StatusUpgradeRequired},
 	ErrSubprotocol:    {"subprotocol", "Subprotocol required", http.StatusBadRequest},

@@ -49,6 +49,7 @@ type socket struct {
 	log    zerolog.Logger
 
 	outbox   chan reply
+	drained  chan struct{} // signalled after each drain of the hub's queue
 	done     chan struct{} // closed when the write loop ends
 	readDone chan struct{} // closed when the read loop ends
 	readErr  error         // why it ended, set before readDone is closed
@@ -73,6 +74,7 @@ func newSocket(h *Handler, r *http.Request, conn *websocket.Conn, cork *corkConn
 		stream:   stream,
 		log:      h.log.With().Str("remote", r.RemoteAddr).Logger(),
 		outbox:   make(chan reply, outboxSize),
+		drained:  make(chan struct{}, 1),
 		done:     make(chan struct{}),
 		readDone: make(chan struct{}),
 	}
@@ -182,7 +184,7 @@ func (s *socket) watch(req *Request) bool {
 			return s.replyError(req.ID, p)
 		}
 	}
-	_, err := s.stream.Watch(watchhub.WatchRequest{
+	hreq := watchhub.WatchRequest{
 		ID:       req.ID,
 		Key:      w.Key,
 		End:      w.End,
@@ -191,15 +193,26 @@ func (s *socket) watch(req *Request) bool {
 		NoPut:    w.NoPut,
 		NoDelete: w.NoDelete,
 		Snapshot: w.Snapshot,
-	})
+	}
+	_, err := s.stream.Watch(hreq)
+	for errors.Is(err, watchhub.ErrStreamFull) {
+		// The client adds watches faster than it reads their responses:
+		// stop reading from it until the write loop has drained the
+		// queue. A client that reads nothing is disconnected by the write
+		// timeout meanwhile.
+		select {
+		case <-s.drained:
+		case <-s.done:
+			return false
+		}
+		_, err = s.stream.Watch(hreq)
+	}
 	switch {
 	case err == nil:
 		s.queued++
 		return true
 	case errors.Is(err, watchhub.ErrWatchExists):
 		return s.replyError(req.ID, newProblem(ErrDuplicateID, "watch %q is already active on this socket; cancel it first or use another id", req.ID))
-	case errors.Is(err, watchhub.ErrStreamFull):
-		return s.replyError(req.ID, newProblem(ErrNotReading, "this socket has too many messages waiting to be read; read them before adding watches"))
 	case errors.Is(err, watchhub.ErrInvalidRange), errors.Is(err, watchhub.ErrInvalidRequest):
 		return s.replyError(req.ID, newProblem(ErrBadKey, "%v", err))
 	default:
@@ -269,6 +282,10 @@ func (s *socket) writeLoop() (websocket.StatusCode, string, error) {
 // writeBatch writes everything queued, corked, in order.
 func (s *socket) writeBatch() error {
 	s.resps = s.stream.Drain(s.resps[:0])
+	select {
+	case s.drained <- struct{}{}:
+	default:
+	}
 	s.cork.cork()
 	err := s.writeResponses()
 	clear(s.resps) // release the events

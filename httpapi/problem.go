@@ -149,6 +149,8 @@ func (s *Server) writeError(w http.ResponseWriter, r *http.Request, err error) {
 		detail = d.detail()
 	}
 	switch {
+	case k.err == ErrNotReady:
+		// Polled by load balancers while starting or stopping; not news.
 	case k.status >= 500:
 		ev := s.log.Error()
 		if k.err != ErrInternal {

@@ -111,25 +111,61 @@ func (e *Encoder) WriteRevision(events []kv.Event) {
 //	{"id":"R[.S]","type":"put"|"delete","revision":R,"kv":{...}}
 func (e *Encoder) WriteEvent(p Position, ev *kv.Event) {
 	if e.Format == FormatNDJSON {
-		e.buf = append(e.buf, `{"id":"`...)
-		e.buf = p.AppendText(e.buf)
-		e.buf = append(e.buf, `","type":"`...)
-		e.buf = append(e.buf, ev.Type.String()...)
-		e.buf = append(e.buf, `","revision":`...)
-		e.buf = strconv.AppendInt(e.buf, ev.Revision(), 10)
-		e.buf = append(e.buf, `,"kv":`...)
+		e.beginNDJSONEvent(p, ev.Type, ev.Revision())
 		e.buf = kvjson.AppendEventKV(e.buf, ev, e.PrevKV)
 		e.buf = append(e.buf, "}\n"...)
 		return
 	}
-	e.buf = append(e.buf, "id: "...)
-	e.buf = p.AppendText(e.buf)
-	e.buf = append(e.buf, "\nevent: "...)
-	e.buf = append(e.buf, ev.Type.String()...)
-	e.buf = append(e.buf, '\n')
+	e.beginSSEEvent(p, ev.Type)
 	start := e.beginData()
 	e.buf = kvjson.AppendEventKV(e.buf, ev, e.PrevKV)
 	e.endData(start)
+}
+
+// WriteEventData is WriteEvent for an event whose kv JSON is already
+// encoded (encode once: watchhub.Event.Data gives every stream the same
+// bytes); data is written as is, whatever PrevKV says. data must be one
+// JSON value in UTF-8, as kvjson writes it. In SSE a line break in it is
+// split into data lines like any other; in NDJSON, where it would end the
+// line, data is compacted, and if that fails nothing is written and
+// ErrInvalidData is returned.
+func (e *Encoder) WriteEventData(p Position, typ kv.EventType, rev int64, data []byte) error {
+	if e.Format == FormatNDJSON {
+		if indexLineBreak(data) >= 0 {
+			var compact bytes.Buffer
+			if err := json.Compact(&compact, data); err != nil {
+				return ErrInvalidData
+			}
+			data = compact.Bytes()
+		}
+		e.beginNDJSONEvent(p, typ, rev)
+		e.buf = append(e.buf, data...)
+		e.buf = append(e.buf, "}\n"...)
+		return nil
+	}
+	e.beginSSEEvent(p, typ)
+	start := e.beginData()
+	e.buf = append(e.buf, data...)
+	e.endData(start)
+	return nil
+}
+
+func (e *Encoder) beginNDJSONEvent(p Position, typ kv.EventType, rev int64) {
+	e.buf = append(e.buf, `{"id":"`...)
+	e.buf = p.AppendText(e.buf)
+	e.buf = append(e.buf, `","type":"`...)
+	e.buf = append(e.buf, typ.String()...)
+	e.buf = append(e.buf, `","revision":`...)
+	e.buf = strconv.AppendInt(e.buf, rev, 10)
+	e.buf = append(e.buf, `,"kv":`...)
+}
+
+func (e *Encoder) beginSSEEvent(p Position, typ kv.EventType) {
+	e.buf = append(e.buf, "id: "...)
+	e.buf = p.AppendText(e.buf)
+	e.buf = append(e.buf, "\nevent: "...)
+	e.buf = append(e.buf, typ.String()...)
+	e.buf = append(e.buf, '\n')
 }
 
 // WriteSnapshotKV writes one key of a snapshot taken at revision rev, as a

@@ -16,4 +16,11 @@ var (
 	// ErrInvalidProblem is returned by Encoder.WriteError for a problem that
 	// is not one JSON value.
 	ErrInvalidProblem = errors.New("sse: problem is not valid JSON")
+	// ErrBadRequest is wrapped by every error of a malformed watch request
+	// (a parameter, a Last-Event-ID, a key range), answered 400 before the
+	// stream starts.
+	ErrBadRequest = errors.New("sse: bad watch request")
+	// ErrUnavailable is returned for a watch requested while the server
+	// shuts down (Handler.Shutdown, or the hub closed), answered 503.
+	ErrUnavailable = errors.New("sse: watch service is shutting down")
 )

@@ -45,17 +45,20 @@ func PositionOf(events []kv.Event, i int) Position {
 	return Position{Rev: ev.Revision(), Sub: ev.Sub, HasSub: true}
 }
 
-// StartRev is the first revision a client at p still needs, where a watch
-// resuming from p starts: Rev+1 after a whole revision, Rev inside one.
-// It is 0 for a compacted or zero Position, which has no start.
-func (p Position) StartRev() int64 {
+// Start is the first event a client at p has not seen, as a revision and
+// a sub-revision: (Rev+1, 0) after a whole revision, (Rev, Sub+1) inside
+// one. A watch resuming from p starts there (watchhub's StartRev and
+// StartSub). It is (0, 0) for a compacted or zero Position, which has no
+// start.
+func (p Position) Start() (rev int64, sub int32) {
 	switch {
 	case p.Compacted || p.Rev == 0:
-		return 0
-	case p.HasSub:
-		return p.Rev
+		return 0, 0
+	case p.HasSub && p.Sub < math.MaxInt32:
+		return p.Rev, p.Sub + 1
 	default:
-		return p.Rev + 1
+		// After the last possible sub-revision the revision is complete.
+		return p.Rev + 1, 0
 	}
 }
 

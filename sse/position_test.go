@@ -2,6 +2,7 @@ package sse
 
 import (
 	"errors"
+	"math"
 	"math/rand/v2"
 	"strings"
 	"testing"
@@ -72,19 +73,23 @@ func TestParsePosition(t *testing.T) {
 	}
 }
 
-func TestStartRev(t *testing.T) {
+func TestStart(t *testing.T) {
 	tests := []struct {
-		p    Position
-		want int64
+		p   Position
+		rev int64
+		sub int32
 	}{
-		{Position{Rev: 42}, 43},
-		{Position{Rev: 42, Sub: 3, HasSub: true}, 42},
-		{Position{Compacted: true}, 0},
-		{Position{}, 0},
+		{Position{Rev: 42}, 43, 0},
+		{Position{Rev: 42, Sub: 3, HasSub: true}, 42, 4},
+		{Position{Rev: 42, Sub: 0, HasSub: true}, 42, 1},
+		{Position{Rev: 42, Sub: math.MaxInt32, HasSub: true}, 43, 0},
+		{Position{Compacted: true}, 0, 0},
+		{Position{}, 0, 0},
 	}
 	for _, tt := range tests {
-		if got := tt.p.StartRev(); got != tt.want {
-			t.Errorf("%v.StartRev() = %d, want %d", tt.p, got, tt.want)
+		rev, sub := tt.p.Start()
+		if rev != tt.rev || sub != tt.sub {
+			t.Errorf("%v.Start() = %d, %d; want %d, %d", tt.p, rev, sub, tt.rev, tt.sub)
 		}
 	}
 }
@@ -160,12 +165,12 @@ type sent struct {
 }
 
 // stream returns what a client resuming from p is sent: the hub starts at
-// p.StartRev() (every revision when p is zero) and the stream skips what
+// p.Start()'s revision (every revision when p is zero) and the stream skips what
 // Unseen drops, numbering the rest with PositionOf.
 func stream(revs [][]kv.Event, p Position) []sent {
 	out := []sent{}
 	for _, evs := range revs {
-		if p.Rev != 0 && evs[0].Revision() < p.StartRev() {
+		if start, _ := p.Start(); p.Rev != 0 && evs[0].Revision() < start {
 			continue
 		}
 		evs = p.Unseen(evs)
@@ -242,7 +247,7 @@ func FuzzParsePosition(f *testing.F) {
 			}
 			return
 		}
-		if p.Rev < 1 || p.Sub < 0 || (!p.HasSub && p.Sub != 0) || p.StartRev() < p.Rev {
+		if p.Rev < 1 || p.Sub < 0 || (!p.HasSub && p.Sub != 0) || startRev(p) < p.Rev {
 			t.Fatalf("ParsePosition(%q) = %+v out of range", s, p)
 		}
 		again, err := ParsePosition(p.String())
@@ -271,4 +276,9 @@ func FuzzPositionString(f *testing.F) {
 			t.Fatalf("ParsePosition(%q) = %+v, %v; want %+v", p.String(), got, err, p)
 		}
 	})
+}
+
+func startRev(p Position) int64 {
+	rev, _ := p.Start()
+	return rev
 }

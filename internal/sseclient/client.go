@@ -8,6 +8,7 @@ import (
 	"mime"
 	"net/http"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -67,6 +68,9 @@ type Stream struct {
 	parser *Parser // nil between connections
 	lastID string
 	retry  time.Duration
+
+	// cut asks Next to drop the connection and what it has buffered.
+	cut atomic.Bool
 
 	mu         sync.Mutex // guards the fields below
 	resp       *http.Response
@@ -131,6 +135,15 @@ func (s *Stream) connect() error {
 // (*StatusError) or the stream is closed (ErrClosed, or ctx's error).
 func (s *Stream) Next() (Event, error) {
 	for {
+		if s.cut.Swap(false) && s.parser != nil {
+			// What the parser holds beyond the last returned event is lost,
+			// as after a network failure at this point.
+			s.closeBody()
+			s.parser = nil
+			if !s.opts.Reconnect {
+				return Event{}, errCut
+			}
+		}
 		if s.parser == nil {
 			if err := s.wait(); err != nil {
 				return Event{}, err
@@ -228,10 +241,16 @@ func (s *Stream) Reconnects() int {
 	return s.reconnects
 }
 
-// Cut closes the current connection as a network failure would: a Next
-// blocked on it returns, and with Reconnect the Stream connects again
-// with its last event id.
+// errCut is returned by Next after Cut without Reconnect.
+var errCut = errors.New("sseclient: connection cut")
+
+// Cut closes the current connection as a network failure right after the
+// last event Next returned would: what was received beyond it is dropped,
+// a Next blocked on the connection returns (after the events already
+// received), and with Reconnect the Stream connects again with its last
+// event id.
 func (s *Stream) Cut() {
+	s.cut.Store(true)
 	s.mu.Lock()
 	resp := s.resp
 	s.mu.Unlock()

@@ -245,3 +245,27 @@ func TestStreamHTTP2Cleartext(t *testing.T) {
 		t.Errorf("response protocol major %d", p)
 	}
 }
+
+func TestStreamCutDropsBuffered(t *testing.T) {
+	sc := &script{responses: []func(http.ResponseWriter, *http.Request){
+		sends("id: 1\ndata: a\n\nid: 2\ndata: b\n\n", true),
+		sends("id: 2\ndata: b again\n\n", true),
+	}}
+	srv := httptest.NewServer(sc)
+	defer srv.Close()
+	s, err := Connect(t.Context(), srv.URL, Options{Reconnect: true, ReconnectDelay: time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	if ev := next(t, s); ev.ID != "1" {
+		t.Fatalf("first event %+v", ev)
+	}
+	s.Cut() // event 2 has arrived in the same read, but is lost with the cut
+	if ev := next(t, s); ev.Data != "b again" {
+		t.Fatalf("after cut: %+v", ev)
+	}
+	if diff := cmp.Diff([]string{"", "1"}, sc.lastEventIDs()); diff != "" {
+		t.Errorf("Last-Event-ID sent (-want +got):\n%s", diff)
+	}
+}

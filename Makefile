@@ -10,6 +10,7 @@ GO ?= env GOTOOLCHAIN=go1.26.11 go
 TEST_DEPS ?= curl:curl
 
 FUZZTIME ?= 10s
+FUZZDIRS ?= .
 BENCH ?= .
 BENCHPKG ?= ./...
 BENCHTIME ?= 1s
@@ -47,11 +48,12 @@ vet:
 test: deps vet
 	$(GO) test -race -timeout 10m ./...
 
-# fuzz runs every fuzz test of the repository for FUZZTIME each.
+# fuzz runs every fuzz test under FUZZDIRS (the whole repository by
+# default) for FUZZTIME each.
 fuzz: deps
 	@set -e; \
-	for f in $$(grep -rl --include='*_test.go' '^func Fuzz' .); do \
-		pkg=./$$(dirname "$$f"); \
+	for f in $$(grep -rl --include='*_test.go' '^func Fuzz' $(FUZZDIRS)); do \
+		pkg=$$(dirname "$$f"); pkg=./$${pkg#./}; \
 		for fn in $$(grep -o '^func Fuzz[A-Za-z0-9_]*' "$$f" | sed 's/^func //'); do \
 			echo "== $$pkg $$fn"; \
 			$(GO) test -run '^$$' -fuzz "^$$fn$$" -fuzztime $(FUZZTIME) "$$pkg"; \

@@ -13,6 +13,7 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
 	_ "embed"
 	"errors"
 	"flag"
@@ -200,9 +201,15 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 		ErrorLog:          stdlog.New(httpLog, "", 0),
 		Protocols:         new(http.Protocols),
 	}
-	tls := cfg.tlsCert != ""
+	useTLS := cfg.tlsCert != ""
 	srv.Protocols.SetHTTP1(true)
-	if tls {
+	if useTLS {
+		// Loaded before listening, so a bad pair fails the start cleanly.
+		cert, err := tls.LoadX509KeyPair(cfg.tlsCert, cfg.tlsKey)
+		if err != nil {
+			return errors.Join(fmt.Errorf("--tls-cert/--tls-key: %w", err), closeStore())
+		}
+		srv.TLSConfig = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
 		srv.Protocols.SetHTTP2(true)
 	} else {
 		srv.Protocols.SetUnencryptedHTTP2(true)
@@ -213,14 +220,14 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 		return errors.Join(fmt.Errorf("listen: %w", err), closeStore())
 	}
 	rev, compact := store.Revisions()
-	log.Info().Str("addr", ln.Addr().String()).Bool("tls", tls).Str("data", cfg.data).
+	log.Info().Str("addr", ln.Addr().String()).Bool("tls", useTLS).Str("data", cfg.data).
 		Int64("revision", rev).Int64("compact_revision", compact).Str("version", version()).
 		Msg("listening")
 
 	served := make(chan error, 1)
 	go func() {
-		if tls {
-			served <- srv.ServeTLS(ln, cfg.tlsCert, cfg.tlsKey)
+		if useTLS {
+			served <- srv.ServeTLS(ln, "", "")
 		} else {
 			served <- srv.Serve(ln)
 		}
@@ -229,7 +236,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 
 	select {
 	case err := <-served:
-		// Serve returns early only when it cannot serve (a bad certificate).
+		// Serve returns early only when the listener fails.
 		api.SetReady(false)
 		return errors.Join(fmt.Errorf("serve: %w", err), closeStore())
 	case <-ctx.Done():

@@ -301,6 +301,13 @@ func TestRunTLS(t *testing.T) {
 			t.Errorf("readyz over TLS: %d %s, want 200 %s", resp.StatusCode, resp.Proto, tc.proto)
 		}
 	}
+	// A key that does not match is refused before listening.
+	_, otherKey, _ := writeTestCert(t)
+	err := run(context.Background(), []string{"--addr", "127.0.0.1:0", "--data", t.TempDir(), "--tls-cert", certFile, "--tls-key", otherKey},
+		func(string) string { return "" }, io.Discard)
+	if err == nil || !strings.Contains(err.Error(), "--tls-cert") {
+		t.Errorf("run with a mismatched key: %v", err)
+	}
 	// Cleartext is not served on a TLS listener.
 	if resp, err := http.Get("http://" + addr + "/readyz"); err == nil {
 		resp.Body.Close()

@@ -219,11 +219,6 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 	if err != nil {
 		return errors.Join(fmt.Errorf("listen: %w", err), closeStore())
 	}
-	rev, compact := store.Revisions()
-	log.Info().Str("addr", ln.Addr().String()).Bool("tls", useTLS).Str("data", cfg.data).
-		Int64("revision", rev).Int64("compact_revision", compact).Str("version", version()).
-		Msg("listening")
-
 	served := make(chan error, 1)
 	go func() {
 		if useTLS {
@@ -233,6 +228,12 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 		}
 	}()
 	api.SetReady(true)
+	// Logged once ready: the line tells a supervisor (and the tests) that
+	// the server takes traffic at addr.
+	rev, compact := store.Revisions()
+	log.Info().Str("addr", ln.Addr().String()).Bool("tls", useTLS).Str("data", cfg.data).
+		Int64("revision", rev).Int64("compact_revision", compact).Str("version", version()).
+		Msg("listening")
 
 	select {
 	case err := <-served:

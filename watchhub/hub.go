@@ -114,6 +114,7 @@ type Hub struct {
 	cancelCtx   context.CancelFunc
 	unsubscribe func()
 	stopc       chan struct{}
+	donec       chan struct{} // closed when Close has closed every stream
 	syncc       chan struct{}
 	victimc     chan struct{}
 	progressc   chan struct{}
@@ -135,9 +136,12 @@ type Hub struct {
 	streams   map[*Stream]struct{}
 	recent    recent
 	progress  streamHeap
-	gen       uint64
+	snapGen   uint32
 	touched   []*watcher
 	scratch   []*watcher
+	// spill holds, during one notify, the events of watchers whose events
+	// are not one run of the notify's events.
+	spill map[*watcher][]*Event
 }
 
 // New makes a hub fed by store's commits from its current revision on.
@@ -152,6 +156,7 @@ func New(store Store, opts Options) (*Hub, error) {
 		log:       zerolog.Nop(),
 		epoch:     time.Now(),
 		stopc:     make(chan struct{}),
+		donec:     make(chan struct{}),
 		syncc:     make(chan struct{}, 1),
 		victimc:   make(chan struct{}, 1),
 		progressc: make(chan struct{}, 1),
@@ -160,6 +165,7 @@ func New(store Store, opts Options) (*Hub, error) {
 		unsynced:  make(map[*watcher]struct{}),
 		snapshots: make(map[*watcher]struct{}),
 		streams:   make(map[*Stream]struct{}),
+		spill:     make(map[*watcher][]*Event),
 	}
 	if opts.Logger != nil {
 		h.log = *opts.Logger
@@ -206,6 +212,7 @@ func (h *Hub) Close() error {
 			h.closeStreamLocked(s, false)
 		}
 		h.mu.Unlock()
+		close(h.donec)
 	})
 	return nil
 }
@@ -285,26 +292,53 @@ func (h *Hub) notify(batches []kv.Batch) {
 }
 
 func (h *Hub) notifyLocked(batches []kv.Batch) {
-	h.gen++
+	total := 0
+	for i := range batches {
+		if batches[i].Revision > h.rev {
+			total += len(batches[i].Events)
+		}
+	}
+	if total == 0 {
+		return
+	}
+	// One allocation for the events of the whole group commit and one for
+	// their pointers; a watcher whose events are one run of them gets a
+	// slice of flat rather than a slice of its own.
+	store := make([]Event, total)
+	flat := make([]*Event, 0, total)
 	touched := h.touched[:0]
 	for i := range batches {
 		b := &batches[i]
 		if b.Revision <= h.rev {
 			continue
 		}
-		evs, size := wrapBatch(b)
+		start := len(flat)
+		size := 0
+		for j := range b.Events {
+			e := &store[len(flat)]
+			e.Event = b.Events[j]
+			e.size = eventSize(&b.Events[j])
+			size += e.size
+			flat = append(flat, e)
+		}
+		evs := flat[start:len(flat):len(flat)]
 		if h.synced.n > 0 {
-			for _, e := range evs {
+			for k, e := range evs {
+				idx := int32(start + k)
 				m := h.synced.match(e.KV.Key, h.scratch[:0])
 				for _, w := range m {
 					if !w.accepts(e) {
 						continue
 					}
-					if w.gen != h.gen {
-						w.gen = h.gen
+					switch w.bufEnd {
+					case 0:
+						w.bufStart, w.bufEnd = idx, idx+1
 						touched = append(touched, w)
+					case idx:
+						w.bufEnd++
+					default:
+						h.spillEvent(w, flat, e)
 					}
-					w.buf = append(w.buf, e)
 				}
 				clear(m)
 				h.scratch = m[:0]
@@ -316,18 +350,35 @@ func (h *Hub) notifyLocked(batches []kv.Batch) {
 	if len(touched) > 0 {
 		now := h.clock()
 		for _, w := range touched {
-			h.deliverLive(w, now)
+			var evs []*Event
+			if w.bufEnd > 0 {
+				evs = flat[w.bufStart:w.bufEnd:w.bufEnd]
+			} else {
+				evs = h.spill[w]
+				delete(h.spill, w)
+			}
+			w.bufEnd = 0
+			h.deliverLive(w, evs, now)
 		}
 		clear(touched)
 	}
 	h.touched = touched[:0]
 }
 
+// spillEvent adds e to w's events of this notify when they stop being one
+// run of flat.
+func (h *Hub) spillEvent(w *watcher, flat []*Event, e *Event) {
+	if w.bufEnd > 0 {
+		run := flat[w.bufStart:w.bufEnd]
+		h.spill[w] = append(make([]*Event, 0, len(run)+4), run...)
+		w.bufEnd = -1
+	}
+	h.spill[w] = append(h.spill[w], e)
+}
+
 // deliverLive queues the events notify collected for a synced or victim
 // watcher, or keeps them aside.
-func (h *Hub) deliverLive(w *watcher, now time.Duration) {
-	evs := w.buf
-	w.buf = nil
+func (h *Hub) deliverLive(w *watcher, evs []*Event, now time.Duration) {
 	if w.state == stateVictim {
 		h.addPending(w, evs)
 		return
@@ -437,8 +488,8 @@ func streamCaughtUp(s *Stream) bool {
 // endWatcher removes w from its group and its stream.
 func (h *Hub) endWatcher(w *watcher, now time.Duration) {
 	h.leaveGroup(w)
-	if w.s.watchers[w.id] == w {
-		delete(w.s.watchers, w.id)
+	if w.sidx >= 0 {
+		w.s.removeWatcher(w)
 	}
 	h.streamProgress(w.s, now)
 }
@@ -464,11 +515,10 @@ func (h *Hub) failWatcher(w *watcher, err error, now time.Duration) {
 func (h *Hub) startSnapshot(w *watcher, now time.Duration) {
 	h.leaveGroup(w)
 	w.state = stateSnapshot
-	w.snapRev = h.rev
-	w.snapKey = w.key
-	w.snapGen++
+	h.snapGen++
+	w.snapshot = &snapState{rev: h.rev, key: w.key, gen: h.snapGen}
 	h.snapshots[w] = struct{}{}
-	w.s.push(Response{Kind: KindReset, WatchID: w.id, Revision: w.snapRev}, true, now)
+	w.s.push(Response{Kind: KindReset, WatchID: w.id, Revision: h.rev}, true, now)
 	h.kickSync()
 }
 
@@ -479,10 +529,10 @@ func (h *Hub) watch(s *Stream, w *watcher, req *WatchRequest, compact int64) (in
 	if h.closed {
 		return 0, ErrClosed
 	}
-	if s.closed {
+	if s.closed.Load() {
 		return 0, ErrStreamClosed
 	}
-	if _, ok := s.watchers[w.id]; ok {
+	if s.lookup(w.id) != nil {
 		return 0, ErrWatchExists
 	}
 	if s.queued() > 4*s.opts.MaxQueueResponses {
@@ -491,7 +541,7 @@ func (h *Hub) watch(s *Stream, w *watcher, req *WatchRequest, compact int64) (in
 	rev := h.rev
 	now := h.clock()
 	w.state = stateDone
-	s.watchers[w.id] = w
+	s.addWatcher(w)
 	s.push(Response{Kind: KindCreated, WatchID: w.id, Revision: rev}, true, now)
 	switch {
 	case req.StartRev > 0 && req.StartRev < compact:
@@ -516,10 +566,10 @@ func (h *Hub) cancelWatch(s *Stream, id, reason string) error {
 	if h.closed {
 		return ErrClosed
 	}
-	if s.closed {
+	if s.closed.Load() {
 		return ErrStreamClosed
 	}
-	w := s.watchers[id]
+	w := s.lookup(id)
 	if w == nil {
 		return ErrWatchNotFound
 	}
@@ -537,7 +587,7 @@ func (h *Hub) requestProgress(s *Stream, id string) error {
 	if h.closed {
 		return ErrClosed
 	}
-	if s.closed {
+	if s.closed.Load() {
 		return ErrStreamClosed
 	}
 	now := h.clock()
@@ -546,7 +596,7 @@ func (h *Hub) requestProgress(s *Stream, id string) error {
 		h.streamProgress(s, now)
 		return nil
 	}
-	w := s.watchers[id]
+	w := s.lookup(id)
 	if w == nil {
 		return ErrWatchNotFound
 	}
@@ -560,18 +610,19 @@ func (h *Hub) requestProgress(s *Stream, id string) error {
 // closeStreamLocked ends every watch of s and closes it; with drop its
 // queue is emptied too.
 func (h *Hub) closeStreamLocked(s *Stream, drop bool) {
-	if s.closed {
+	if s.closed.Load() {
 		return
 	}
-	s.closed = true
-	for id, w := range s.watchers {
+	s.closed.Store(true)
+	for _, w := range s.watchers {
 		h.leaveGroup(w)
-		delete(s.watchers, id)
+		w.sidx = -1
 	}
+	clear(s.watchers)
+	s.watchers, s.byID = nil, nil
 	delete(h.streams, s)
 	if s.heapIdx >= 0 {
 		h.progress.remove(s)
 	}
 	s.closeQueue(drop)
-	close(s.done)
 }

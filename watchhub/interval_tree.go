@@ -29,10 +29,12 @@ type ivNode struct {
 	lo, hi      string
 	max         string // largest hi in the subtree (meaningless when maxInf)
 	left, right *ivNode
-	set         *watcherSet
-	hiInf       bool
-	maxInf      bool
-	height      int8
+	// set is the node's watchers. Nodes are relinked, never copied, so a
+	// watcher may point to it.
+	set    watcherSet
+	hiInf  bool
+	maxInf bool
+	height int8
 }
 
 // cmpHi compares two upper bounds where inf stands above every string.
@@ -129,10 +131,9 @@ func (t *intervalTree) getOrInsert(lo, hi string, hiInf bool) *watcherSet {
 func (t *intervalTree) insert(n *ivNode, lo, hi string, hiInf bool, set **watcherSet) *ivNode {
 	if n == nil {
 		t.n++
-		s := &watcherSet{}
-		*set = s
-		nn := &ivNode{lo: lo, hi: hi, hiInf: hiInf, set: s}
+		nn := &ivNode{lo: lo, hi: hi, hiInf: hiInf}
 		nn.update()
+		*set = &nn.set
 		return nn
 	}
 	switch c := cmpInterval(lo, hi, hiInf, n); {
@@ -141,7 +142,7 @@ func (t *intervalTree) insert(n *ivNode, lo, hi string, hiInf bool, set **watche
 	case c > 0:
 		n.right = t.insert(n.right, lo, hi, hiInf, set)
 	default:
-		*set = n.set
+		*set = &n.set
 		return n
 	}
 	return balance(n)

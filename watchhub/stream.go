@@ -55,13 +55,17 @@ type Stream struct {
 	opts StreamOptions
 
 	// -- guarded by Hub.mu --
-	watchers       map[string]*watcher
-	closed         bool
+	// watchers are the live watches; byID indexes them once there are
+	// more than a few.
+	watchers       []*watcher
+	byID           map[string]*watcher
 	progressWanted bool
 	pendingBytes   int // victims' kept-aside events
 	progressDue    time.Duration
 	heapIdx        int
 
+	// closed is set, under Hub.mu, when the stream closes.
+	closed atomic.Bool
 	// kick: a push was refused for lack of room; Drain wakes the hub loops.
 	kick atomic.Bool
 	// lastPush is when the last response was queued, in hub-clock time.
@@ -74,19 +78,60 @@ type Stream struct {
 	qclosed bool
 
 	ready chan struct{}
-	done  chan struct{}
+}
+
+// byIDThreshold is the number of watches from which a stream indexes them
+// by id rather than scanning its list.
+const byIDThreshold = 8
+
+func (s *Stream) lookup(id string) *watcher {
+	if s.byID != nil {
+		return s.byID[id]
+	}
+	for _, w := range s.watchers {
+		if w.id == id {
+			return w
+		}
+	}
+	return nil
+}
+
+func (s *Stream) addWatcher(w *watcher) {
+	w.sidx = int32(len(s.watchers))
+	s.watchers = append(s.watchers, w)
+	switch {
+	case s.byID != nil:
+		s.byID[w.id] = w
+	case len(s.watchers) > byIDThreshold:
+		s.byID = make(map[string]*watcher, len(s.watchers))
+		for _, w := range s.watchers {
+			s.byID[w.id] = w
+		}
+	}
+}
+
+// removeWatcher takes w, which must be one of s's watches, off s.
+func (s *Stream) removeWatcher(w *watcher) {
+	last := len(s.watchers) - 1
+	moved := s.watchers[last]
+	s.watchers[w.sidx] = moved
+	moved.sidx = w.sidx
+	s.watchers[last] = nil
+	s.watchers = s.watchers[:last]
+	if s.byID != nil {
+		delete(s.byID, w.id)
+	}
+	w.sidx = -1
 }
 
 // NewStream opens a stream. It fails with ErrClosed after Close.
 func (h *Hub) NewStream(opts StreamOptions) (*Stream, error) {
 	opts.setDefaults()
 	s := &Stream{
-		h:        h,
-		opts:     opts,
-		watchers: make(map[string]*watcher),
-		heapIdx:  -1,
-		ready:    make(chan struct{}, 1),
-		done:     make(chan struct{}),
+		h:       h,
+		opts:    opts,
+		heapIdx: -1,
+		ready:   make(chan struct{}, 1),
 	}
 	h.mu.Lock()
 	defer h.mu.Unlock()
@@ -152,18 +197,30 @@ func (s *Stream) RequestWatchProgress(id string) error {
 // waiting again.
 func (s *Stream) Ready() <-chan struct{} { return s.ready }
 
-// Done is closed when the stream is closed, by Close or by the hub's Close.
-// After the hub's Close, responses queued before it can still be drained;
-// after the stream's own Close its queue is dropped.
-func (s *Stream) Done() <-chan struct{} { return s.done }
+// Done is closed when the hub is closed, which closes every stream;
+// responses queued before can still be drained. (A stream closed by its own
+// Close is its caller's business: Recv then returns ErrStreamClosed.)
+func (s *Stream) Done() <-chan struct{} { return s.h.donec }
 
 // Drain appends every queued response to buf, in order, and removes them
 // from the queue. It never blocks. Only one goroutine may drain a stream.
+//
+// Given an empty buf, Drain swaps arrays with it rather than copying: the
+// caller gets the queue's array and the queue keeps buf's for the next
+// responses, so a transport that drains into buf[:0] again and again
+// allocates nothing and an idle stream holds no more than the array its
+// transport handed back.
 func (s *Stream) Drain(buf []Response) []Response {
 	s.qmu.Lock()
-	buf = append(buf, s.q...)
-	clear(s.q)
-	s.q = s.q[:0]
+	if len(buf) == 0 {
+		spare := buf[:cap(buf)]
+		clear(spare)
+		buf, s.q = s.q, spare[:0]
+	} else {
+		buf = append(buf, s.q...)
+		clear(s.q)
+		s.q = s.q[:0]
+	}
 	s.qBytes = 0
 	s.qEvents = 0
 	s.qmu.Unlock()
@@ -177,14 +234,17 @@ func (s *Stream) Drain(buf []Response) []Response {
 // returns ErrStreamClosed once the stream is closed and drained, or ctx's
 // error.
 func (s *Stream) Recv(ctx context.Context, buf []Response) ([]Response, error) {
+	n := len(buf)
 	for {
-		n := len(buf)
 		if buf = s.Drain(buf); len(buf) > n {
 			return buf, nil
 		}
+		if s.closed.Load() {
+			return buf, ErrStreamClosed
+		}
 		select {
 		case <-s.ready:
-		case <-s.done:
+		case <-s.h.donec:
 			if buf = s.Drain(buf); len(buf) > n {
 				return buf, nil
 			}
@@ -232,6 +292,7 @@ func (s *Stream) push(r Response, force bool, now time.Duration) bool {
 		s.qmu.Unlock()
 		return false
 	}
+	wasEmpty := len(s.q) == 0
 	if !force && !s.roomLocked() {
 		s.qmu.Unlock()
 		s.kick.Store(true)
@@ -249,9 +310,13 @@ func (s *Stream) push(r Response, force bool, now time.Duration) bool {
 	}
 	s.qmu.Unlock()
 	s.lastPush.Store(int64(now))
-	select {
-	case s.ready <- struct{}{}:
-	default:
+	if wasEmpty {
+		// A non-empty queue has been signalled already, and Drain takes
+		// everything.
+		select {
+		case s.ready <- struct{}{}:
+		default:
+		}
 	}
 	return true
 }
@@ -263,8 +328,8 @@ func (s *Stream) queued() int {
 	return len(s.q)
 }
 
-// closeQueue marks the queue closed, so later pushes are ignored, and with
-// drop also empties it.
+// closeQueue marks the queue closed, so later pushes are ignored, with drop
+// also empties it, and wakes a Recv.
 func (s *Stream) closeQueue(drop bool) {
 	s.qmu.Lock()
 	if drop {
@@ -274,4 +339,8 @@ func (s *Stream) closeQueue(drop bool) {
 	}
 	s.qclosed = true
 	s.qmu.Unlock()
+	select {
+	case s.ready <- struct{}{}:
+	default:
+	}
 }

@@ -277,7 +277,8 @@ func (h *Hub) syncSnapshots() bool {
 			w.s.kick.Store(true)
 			continue
 		}
-		items = append(items, snapItem{w: w, gen: w.snapGen, rev: w.snapRev, key: w.snapKey})
+		sn := w.snapshot
+		items = append(items, snapItem{w: w, gen: sn.gen, rev: sn.rev, key: sn.key})
 		if len(items) >= h.opts.SyncWatchers {
 			break
 		}
@@ -306,7 +307,7 @@ func (h *Hub) syncSnapshots() bool {
 	for i := range items {
 		it := &items[i]
 		w := it.w
-		if w.state != stateSnapshot || w.snapGen != it.gen || w.snapKey != it.key {
+		if w.state != stateSnapshot || w.snapshot.gen != it.gen || w.snapshot.key != it.key {
 			continue
 		}
 		if it.err != nil {
@@ -334,11 +335,12 @@ func (h *Hub) syncSnapshots() bool {
 		}
 		progressed = true
 		if it.res.More && len(it.res.KVs) > 0 {
-			w.snapKey = string(it.res.KVs[len(it.res.KVs)-1].Key) + "\x00"
+			w.snapshot.key = string(it.res.KVs[len(it.res.KVs)-1].Key) + "\x00"
 			continue
 		}
 		w.s.push(Response{Kind: KindSynced, WatchID: w.id, Revision: it.rev}, true, now)
 		h.leaveGroup(w)
+		w.snapshot = nil
 		h.setUnsynced(w, it.rev+1)
 		if w.nextRev > h.rev {
 			h.toSynced(w, now)

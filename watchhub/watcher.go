@@ -61,41 +61,52 @@ const (
 
 // watcher is one watch of a stream. The fields above the line are set when
 // the watcher is made and never change, so the sync loop may read them
-// without the hub's lock; the others are guarded by Hub.mu.
+// without the hub's lock; the others are guarded by Hub.mu. It is kept
+// small: an idle watcher's whole cost in the hub is this struct, its key
+// strings and its place in the index and in its stream.
 type watcher struct {
 	id     string
 	s      *Stream
 	key    string
 	end    string // with endInf false and single false: exclusive end
+	minRev int64  // events before (minRev, minSub) are never sent
+	minSub int32
 	single bool
 	endInf bool
 	prevKV bool
 	noPut  bool
 	noDel  bool
 	snap   bool
-	// minRev and minSub: events before (minRev, minSub) are never sent.
-	minRev int64
-	minSub int32
 
 	// -- guarded by Hub.mu --
 	state uint8
 	// progressWanted: a per-watch bookmark was requested while behind.
 	progressWanted bool
-	// pos and set: the watcher's place in the synced index.
-	pos int32
-	set *watcherSet
+	// pos and set: the watcher's place in the synced index; sidx its place
+	// in its stream's list.
+	pos  int32
+	sidx int32
+	set  *watcherSet
+	// bufStart and bufEnd collect the watcher's events during one notify:
+	// a run of the notify's events (bufEnd 0: none yet; -1: not a run,
+	// the events are in Hub.spill).
+	bufStart int32
+	bufEnd   int32
 	// nextRev is the first revision not yet queued (unsynced and snapshot
 	// states; for a synced watcher it is the hub's revision + 1).
 	nextRev int64
-	// gen and buf collect the watcher's events during one notify.
-	gen uint64
-	buf []*Event
 	// victim holds the events kept aside while a victim.
 	victim *victimBuf
-	// snapshot progress.
-	snapRev int64
-	snapKey string
-	snapGen uint32
+	// snapshot is the snapshot in progress.
+	snapshot *snapState
+}
+
+// snapState is the progress of a snapshot: its revision, the next key to
+// read and a generation that tells a restarted snapshot from the old one.
+type snapState struct {
+	rev int64
+	key string
+	gen uint32
 }
 
 // victimBuf is a victim's pending events, not yet queued.
@@ -118,6 +129,7 @@ func newWatcher(s *Stream, req *WatchRequest) (*watcher, error) {
 		noDel:  req.NoDelete,
 		snap:   req.Snapshot,
 		pos:    -1,
+		sidx:   -1,
 	}
 	switch {
 	case req.End == nil:

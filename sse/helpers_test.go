@@ -42,7 +42,14 @@ type env struct {
 // store last, after a consistency check.
 func newEnv(tb testing.TB, opts Options) *env {
 	tb.Helper()
-	store, err := kv.Open(tb.TempDir(), kv.Options{})
+	return newEnvStore(tb, opts, kv.Options{})
+}
+
+// newEnvStore is newEnv with store options (benchmarks skip the fsync to
+// measure the streams).
+func newEnvStore(tb testing.TB, opts Options, kvOpts kv.Options) *env {
+	tb.Helper()
+	store, err := kv.Open(tb.TempDir(), kvOpts)
 	if err != nil {
 		tb.Fatal(err)
 	}

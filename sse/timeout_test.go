@@ -1,0 +1,90 @@
+package sse
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"net"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/watchgate/watchgate/internal/sseclient"
+)
+
+// TestWriteTimeout checks the per-write deadline: a client that stops
+// reading is cut off after WriteTimeout, over HTTP/1.1 (the connection) and
+// HTTP/2 (the stream alone: the connection's other streams go on).
+func TestWriteTimeout(t *testing.T) {
+	e := newEnv(t, Options{WriteTimeout: 200 * time.Millisecond})
+	big := bytes.Repeat([]byte("v"), 256<<10)
+	// fill writes until no stream is served any more.
+	fill := func(t *testing.T, want int64) {
+		t.Helper()
+		for i := 0; e.h.Streams() > want; i++ {
+			if i == 400 {
+				t.Fatalf("%d streams still served after %d writes of %d bytes", e.h.Streams(), i, len(big))
+			}
+			if _, err := e.store.Put(context.Background(), []byte("big"), big); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+
+	t.Run("HTTP/1.1", func(t *testing.T) {
+		conn, err := net.Dial("tcp", e.srv.Listener.Addr().String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer conn.Close()
+		// Ask for the stream, then never read.
+		fmt.Fprintf(conn, "GET /v1/watch/big HTTP/1.1\r\nHost: watchgate\r\n\r\n")
+		waitFor(t, func() bool { return e.h.Streams() == 1 })
+		fill(t, 0)
+	})
+
+	t.Run("HTTP/2", func(t *testing.T) {
+		other := connect(t, e.h2, e.url("small", ""), sseclient.Options{})
+		req, _ := http.NewRequestWithContext(t.Context(), http.MethodGet, e.url("big", ""), nil)
+		resp, err := e.h2.Do(req) // its body is never read
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		waitFor(t, func() bool { return e.h.Streams() == 2 })
+		fill(t, 1)
+		// The stream that reads is still served, on the same connection.
+		rev := e.put(t, "small", "still here")
+		if ev := nextEvent(t, other); ev.ID != fmt.Sprint(rev) || !strings.Contains(ev.Data, "still here") {
+			t.Errorf("other stream got %+v", ev)
+		}
+		if n := e.conns.Load(); n != 2 { // the raw HTTP/1.1 one and this one
+			t.Errorf("%d connections", n)
+		}
+	})
+}
+
+// TestWatchFutureRev starts a watch at a revision not written yet, as etcd
+// allows: nothing before it is sent, and no bookmark behind it either.
+func TestWatchFutureRev(t *testing.T) {
+	e := newEnv(t, Options{MinProgress: time.Millisecond})
+	cur, _ := e.store.Revisions()
+	s := connect(t, e.h2, e.url("f", fmt.Sprintf("rev=%d&progress=20ms", cur+3)), sseclient.Options{})
+	e.put(t, "f", "1")
+	e.put(t, "f", "2")
+	r3 := e.put(t, "f", "3")
+	for {
+		w := nextWire(t, s)
+		if w.Type == "progress" {
+			if p, err := ParsePosition(w.ID); err != nil || p.Rev < cur+2 {
+				t.Fatalf("bookmark %s behind the start %d", w.ID, cur+3)
+			}
+			continue
+		}
+		if w.ID != fmt.Sprint(r3) || !strings.Contains(w.Data, `"value":"3"`) {
+			t.Fatalf("first event %+v, want the put at %d", w, r3)
+		}
+		return
+	}
+}

@@ -1,7 +1,7 @@
 // Package sse serves watches as Server-Sent Events (text/event-stream) and
 // as newline-delimited JSON, the two stream forms of GET /v1/watch/{key}.
 //
-// The package has three layers:
+// The package has four layers:
 //
 //   - framing: AppendFrame, AppendComment and AppendRetry write the
 //     text/event-stream syntax. No value can start a new field or event:
@@ -16,7 +16,13 @@
 //   - Encoder: the watch stream's messages (put, delete, progress,
 //     compacted, reset, synced, error) in either wire Format, appended to one
 //     reusable buffer that the stream handler flushes once per batch.
+//   - Handler: the http.Handler of GET /v1/watch/{key}. It parses the
+//     request (ParseRequest), opens one watch on the hub, and streams the
+//     hub's responses with one write and one flush per drained batch, each
+//     under a write deadline. Errors before streaming are answered with a
+//     status through Options.WriteError; after, with an error event.
 //
-// The package knows nothing of routers: the stream handler takes an already
-// decoded key and query.
+// The package knows nothing of routers: ServeHTTP takes the key from the
+// escaped path after Options.PathPrefix, and Serve takes a Request parsed
+// by whoever routed it.
 package sse

@@ -28,6 +28,11 @@ const (
 	DefaultWriteTimeout     = 10 * time.Second
 	DefaultProgressInterval = 30 * time.Second
 	DefaultMaxEventsMessage = 1 << 20
+	// DefaultQueueResponses and DefaultQueueBytes bound a socket's queue on
+	// the hub (Options.Stream); a socket carries many watches, so its
+	// queue is larger than the hub's default for one stream.
+	DefaultQueueResponses = 8192
+	DefaultQueueBytes     = 8 << 20
 )
 
 // Options configures a Handler. The zero value is the documented default.
@@ -76,8 +81,14 @@ type Options struct {
 	// A single revision larger than it still goes whole in one message.
 	MaxEventsMessage int
 	// Stream bounds the socket's queue on the hub (watchhub.StreamOptions;
-	// its ProgressInterval is set from ProgressInterval). The zero value
-	// is the hub's default.
+	// its ProgressInterval is set from ProgressInterval). A zero
+	// MaxQueueResponses is the larger of DefaultQueueResponses and
+	// MaxWatches, so that one write that reaches every watch of a socket
+	// fits its queue; a zero MaxQueueBytes is DefaultQueueBytes; a zero
+	// MaxPendingBytes is the hub's default. A socket whose client stops
+	// reading holds at most about MaxQueueBytes + MaxPendingBytes of
+	// events (as the hub accounts them; events shared with other sockets
+	// are counted in full), then its watches catch up from history.
 	Stream watchhub.StreamOptions
 	// Logger receives the handler's logs; nil means zerolog.Nop().
 	Logger *zerolog.Logger
@@ -104,6 +115,12 @@ func (o *Options) setDefaults() {
 	}
 	if o.MaxEventsMessage <= 0 {
 		o.MaxEventsMessage = DefaultMaxEventsMessage
+	}
+	if o.Stream.MaxQueueResponses <= 0 {
+		o.Stream.MaxQueueResponses = max(DefaultQueueResponses, o.MaxWatches)
+	}
+	if o.Stream.MaxQueueBytes <= 0 {
+		o.Stream.MaxQueueBytes = DefaultQueueBytes
 	}
 	o.Stream.ProgressInterval = o.ProgressInterval
 }

@@ -410,7 +410,7 @@ func (s *socket) writeEvents(r *watchhub.Response) error {
 // into the cork's buffer until it is large enough to be written; the
 // network write has WriteTimeout as its deadline (corkConn).
 func (s *socket) write(msg []byte) error {
-	err := s.conn.Write(context.Background(), websocket.MessageText, msg)
+	err := s.cork.writeText(msg)
 	if cap(msg) <= 64<<10 {
 		s.msg = msg[:0]
 	} else {

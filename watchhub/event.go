@@ -9,7 +9,8 @@ import (
 )
 
 // Event is one change of one key as the hub hands it to transports: the
-// store's event plus its JSON encodings. The hub makes one Event per
+// store's event (its fields are promoted: e.Type, e.KV, e.Sub, e.PrevKV)
+// plus its JSON encodings. The hub makes one Event per
 // committed event and every watcher and every stream that receives the
 // change gets the same *Event, so each encoding is computed at most once
 // however many clients receive it (encode once).
@@ -17,7 +18,7 @@ import (
 // An Event and the byte slices its methods return are shared and read-only:
 // callers must not modify them.
 type Event struct {
-	kv.Event
+	*kv.Event
 
 	size int
 
@@ -32,13 +33,6 @@ const (
 	formJSON
 	formJSONPrev
 )
-
-// newEvent wraps a copy of ev.
-func newEvent(ev *kv.Event) *Event {
-	e := &Event{Event: *ev}
-	e.size = eventSize(ev)
-	return e
-}
 
 // eventSize approximates the memory an event holds, for queue and buffer
 // bounds.
@@ -82,25 +76,10 @@ func (e *Event) encoded(form int) []byte {
 	var b []byte
 	switch form {
 	case formData, formDataPrev:
-		b = kvjson.AppendEventKV(nil, &e.Event, form == formDataPrev)
+		b = kvjson.AppendEventKV(nil, e.Event, form == formDataPrev)
 	default:
-		b = kvjson.AppendEvent(nil, &e.Event, form == formJSONPrev)
+		b = kvjson.AppendEvent(nil, e.Event, form == formJSONPrev)
 	}
 	e.enc[form].Store(&b)
 	return b
-}
-
-// wrapBatch makes the hub's shared Events of one batch,
-// with one allocation per batch for the events and one for the pointers.
-func wrapBatch(b *kv.Batch) ([]*Event, int) {
-	evs := make([]Event, len(b.Events))
-	ptrs := make([]*Event, len(b.Events))
-	size := 0
-	for i := range b.Events {
-		evs[i].Event = b.Events[i]
-		evs[i].size = eventSize(&b.Events[i])
-		size += evs[i].size
-		ptrs[i] = &evs[i]
-	}
-	return ptrs, size
 }

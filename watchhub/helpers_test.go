@@ -227,12 +227,12 @@ func items(tb testing.TB, rs []Response) map[string][]watchtest.Item {
 			tb.Fatalf("unknown response kind %d", r.Kind)
 		}
 		for i, e := range r.Events {
-			it.Events = append(it.Events, watchtest.FromKV(&e.Event, r.PrevKV, ""))
+			it.Events = append(it.Events, watchtest.FromKV(e.Event, r.PrevKV, ""))
 			if i%7 == 0 { // spot-check the shared encodings
-				if got, want := e.JSON(r.PrevKV), kvjson.AppendEvent(nil, &e.Event, r.PrevKV); !bytes.Equal(got, want) {
+				if got, want := e.JSON(r.PrevKV), kvjson.AppendEvent(nil, e.Event, r.PrevKV); !bytes.Equal(got, want) {
 					tb.Fatalf("event JSON %s, want %s", got, want)
 				}
-				if got, want := e.Data(r.PrevKV), kvjson.AppendEventKV(nil, &e.Event, r.PrevKV); !bytes.Equal(got, want) {
+				if got, want := e.Data(r.PrevKV), kvjson.AppendEventKV(nil, e.Event, r.PrevKV); !bytes.Equal(got, want) {
 					tb.Fatalf("event data %s, want %s", got, want)
 				}
 			}

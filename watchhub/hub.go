@@ -298,12 +298,10 @@ func (h *Hub) notifyLocked(batches []kv.Batch) {
 			total += len(batches[i].Events)
 		}
 	}
-	if total == 0 {
-		return
-	}
-	// One allocation for the events of the whole group commit and one for
-	// their pointers; a watcher whose events are one run of them gets a
+	// One allocation each for the events of the whole group commit, their
+	// wrappers and the wrappers' pointers; a watcher whose events are one run of them gets a
 	// slice of flat rather than a slice of its own.
+	kevs := make([]kv.Event, total) // the store's slice may not be kept
 	store := make([]Event, total)
 	flat := make([]*Event, 0, total)
 	touched := h.touched[:0]
@@ -315,9 +313,11 @@ func (h *Hub) notifyLocked(batches []kv.Batch) {
 		start := len(flat)
 		size := 0
 		for j := range b.Events {
-			e := &store[len(flat)]
-			e.Event = b.Events[j]
-			e.size = eventSize(&b.Events[j])
+			n := len(flat)
+			kevs[n] = b.Events[j]
+			e := &store[n]
+			e.Event = &kevs[n]
+			e.size = eventSize(e.Event)
 			size += e.size
 			flat = append(flat, e)
 		}

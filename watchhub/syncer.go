@@ -70,6 +70,9 @@ func (h *Hub) syncUnsynced() bool {
 	progressed := false
 	var items []syncItem
 	minRev := target + 1
+	// budget bounds the events matched under mu in this round; watchers
+	// beyond it are matched outside mu like those catching up from disk.
+	budget := int64(4 * lockedCatchUp)
 	for w := range h.unsynced {
 		if !w.s.hasRoom() {
 			w.s.kick.Store(true)
@@ -80,9 +83,12 @@ func (h *Hub) syncUnsynced() bool {
 			progressed = true
 			continue
 		}
-		if h.recent.covers(w.nextRev) && h.recent.eventsSince(w.nextRev) <= lockedCatchUp {
-			progressed = h.catchUpRecent(w, now) || progressed
-			continue
+		if h.recent.covers(w.nextRev) {
+			if n := h.recent.eventsSince(w.nextRev); n <= lockedCatchUp && n <= budget {
+				budget -= n
+				progressed = h.catchUpRecent(w, now) || progressed
+				continue
+			}
 		}
 		items = append(items, syncItem{w: w, from: w.nextRev})
 		minRev = min(minRev, w.nextRev)
@@ -142,16 +148,33 @@ func (h *Hub) syncUnsynced() bool {
 	return progressed
 }
 
-// readHistory reads the store's history from from to to and wraps it.
+// readHistory reads the store's history from from to to and wraps it, with
+// one allocation for all the wrappers and one for their pointers; the
+// store's events are not copied.
 func (h *Hub) readHistory(from, to int64) ([]revBatch, int64, error) {
 	kbs, next, err := h.store.History(h.ctx, from, to, h.opts.SyncEvents)
 	if err != nil {
 		return nil, 0, err
 	}
-	batches := make([]revBatch, len(kbs))
+	total := 0
 	for i := range kbs {
-		evs, size := wrapBatch(&kbs[i])
-		batches[i] = revBatch{rev: kbs[i].Revision, events: evs, size: size}
+		total += len(kbs[i].Events)
+	}
+	store := make([]Event, total)
+	flat := make([]*Event, total)
+	batches := make([]revBatch, len(kbs))
+	n := 0
+	for i := range kbs {
+		start, size := n, 0
+		for j := range kbs[i].Events {
+			e := &store[n]
+			e.Event = &kbs[i].Events[j] // History's result is the caller's
+			e.size = eventSize(e.Event)
+			size += e.size
+			flat[n] = e
+			n++
+		}
+		batches[i] = revBatch{rev: kbs[i].Revision, events: flat[start:n:n], size: size}
 	}
 	return batches, next, nil
 }
@@ -321,11 +344,13 @@ func (h *Hub) syncSnapshots() bool {
 			continue
 		}
 		if len(it.res.KVs) > 0 {
+			kevs := make([]kv.Event, len(it.res.KVs))
 			evs := make([]Event, len(it.res.KVs))
 			ptrs := make([]*Event, len(it.res.KVs))
 			for j := range it.res.KVs {
-				evs[j].Event = kv.Event{Type: kv.EventPut, KV: it.res.KVs[j]}
-				evs[j].size = eventSize(&evs[j].Event)
+				kevs[j] = kv.Event{Type: kv.EventPut, KV: it.res.KVs[j]}
+				evs[j].Event = &kevs[j]
+				evs[j].size = eventSize(&kevs[j])
 				ptrs[j] = &evs[j]
 			}
 			r := Response{Kind: KindSnapshot, WatchID: w.id, Revision: it.rev, Events: ptrs, PrevKV: w.prevKV, size: eventsSize(ptrs)}

@@ -32,8 +32,39 @@
 //
 // An events message never splits a revision; its revision is the last one
 // it completes, so a client resumes a watch with rev = that revision + 1.
-// A progress message is sent only when every watch on the socket has been
-// sent everything up to its revision.
+// Events are encoded once per event and spliced into every watch's
+// message. An events message over Options.MaxEventsMessage is split
+// between revisions. Between a snapshot watch's reset and synced, events
+// messages carry the snapshot's puts and the snapshot's revision; the
+// watch is resumable from synced on. A progress message is sent only when
+// every watch on the socket has been sent everything up to its revision,
+// on request or after Options.ProgressInterval of silence. compacted ends
+// its watch, except a snapshot watch, which heals with reset ... synced.
+//
+// # Serving
+//
+// Handler serves GET /v1/ws. A handshake from an Origin that is not
+// allowed (Options.OriginPatterns; same origin and no Origin are allowed)
+// is refused with 403, one that does not offer watchgate.v1 with 400, one
+// that is no WebSocket handshake with 426, all as application/problem+json
+// before any upgrade.
+//
+// Each socket has one read loop and one write loop. Control replies and
+// events go out in one order: what the client asked for is answered in
+// the order it asked (an error for a watch id comes before the created of
+// the next watch with that id). The write loop gathers the messages it
+// has into a few large writes, each with the write deadline; a client that
+// reads nothing for Options.WriteTimeout is disconnected (its watches
+// resume by revision). A client that reads slowly is never sent a partial
+// or reordered stream and never loses events: once its queue on the hub is
+// full, the hub stops pushing live events to it and catches its watches up
+// from history when it reads again, so a socket's memory stays bounded. A
+// client that sends watches faster than it reads their answers is read
+// from more slowly.
+//
+// Close codes: 1000 normal, 1001 server shutting down (Handler.Shutdown,
+// or the hub closed), 1008 access expired (Options.Expires), 1009 a client
+// message over Options.MaxMessageSize.
 //
 // # Validation
 //

@@ -15,6 +15,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 	"github.com/google/go-cmp/cmp/cmpopts"
 
+	"github.com/watchgate/watchgate/internal/watchtest"
 	"github.com/watchgate/watchgate/kvjson"
 )
 
@@ -442,5 +443,48 @@ func waitFor(tb testing.TB, what string, cond func() bool) {
 			tb.Fatalf("timed out waiting for %s", what)
 		}
 		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// TestSnapshotHeals: a snapshot watch resumed from a compacted revision
+// heals with reset, the range's kvs and synced, then goes on live; checked
+// against the recorded history.
+func TestSnapshotHeals(t *testing.T) {
+	ts := newTestServer(t, Options{})
+	rec := watchtest.Record(ts.store.Subscribe)
+	defer rec.Stop()
+	r1 := ts.put(t, "s/a", "1")
+	ts.put(t, "s/b", "1")
+	ts.put(t, "t", "1")
+	r4 := ts.put(t, "s/a", "2")
+	if err := ts.store.Compact(context.Background(), r4); err != nil {
+		t.Fatal(err)
+	}
+	c := ts.dial(t)
+	c.send(fmt.Sprintf(`{"op":"watch","id":"s","key":"s/","prefix":true,"snapshot":true,"rev":%d}`, r1+1))
+	var msgs []Message
+	for len(msgs) == 0 || msgs[len(msgs)-1].Type != TypeSynced {
+		msgs = append(msgs, c.recv())
+	}
+	r5 := ts.put(t, "s/c", "1")
+	msgs = append(msgs, c.recv())
+	h, err := rec.History()
+	if err != nil {
+		t.Fatal(err)
+	}
+	chk := watchtest.NewChecker(h, watchtest.Request{Key: []byte("s/"), End: []byte("s0"), StartRev: r1 + 1, Snapshot: true})
+	z := &itemizer{tb: t}
+	var types []string
+	for _, m := range msgs {
+		types = append(types, m.Type)
+		if err := chk.Add(z.item(m)); err != nil {
+			t.Fatalf("%v in %+v", err, msgs)
+		}
+	}
+	if err := chk.Complete(r5); err != nil {
+		t.Fatal(err)
+	}
+	if diff := cmp.Diff([]string{"created", "reset", "events", "synced", "events"}, types); diff != "" {
+		t.Errorf("(-want +got):\n%s", diff)
 	}
 }

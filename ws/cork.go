@@ -57,11 +57,17 @@ func (c *corkConn) Write(p []byte) (int, error) {
 	if c.err != nil {
 		return 0, c.err
 	}
-	if len(p) > 0 && p[0]&0x0f == opClose {
-		c.closeSent = true
-	}
 	c.buf = append(c.buf, p...)
-	if err := c.maybeFlushLocked(); err != nil {
+	var err error
+	if len(p) > 0 && p[0]&0x0f == opClose {
+		// The library closes the connection right after it answers a
+		// client's close: write it now, with what precedes it.
+		c.closeSent = true
+		err = c.flushLocked()
+	} else {
+		err = c.maybeFlushLocked()
+	}
+	if err != nil {
 		return 0, err
 	}
 	return len(p), nil

@@ -261,3 +261,38 @@ func TestWatchBurst(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// TestClientCloseDuringBurst: a client that closes while events stream in
+// gets the close handshake answered.
+func TestClientCloseDuringBurst(t *testing.T) {
+	ts := newTestServerWith(t, Options{}, watchhub.Options{}, kv.Options{MaxTxnOps: 1000})
+	for round := range 5 {
+		c := ts.dial(t)
+		c.send(`{"op":"watch","id":"w","key":"b/","prefix":true}`)
+		c.recv()
+		errc := make(chan error, 1)
+		go func() {
+			for i := range 20 {
+				ops := make([]kv.Op, 1000)
+				for j := range ops {
+					ops[j] = kv.Op{Type: kv.OpPut, Key: fmt.Appendf(nil, "b/%d/%d/%d", round, i, j), Value: []byte("v")}
+				}
+				if _, err := ts.store.Txn(context.Background(), kv.TxnRequest{Success: ops}); err != nil {
+					errc <- err
+					return
+				}
+			}
+			errc <- nil
+		}()
+		for range 3 {
+			c.recv()
+		}
+		if err := c.c.Close(websocket.StatusNormalClosure, "bye"); err != nil {
+			t.Errorf("round %d: close: %v", round, err)
+		}
+		if err := <-errc; err != nil {
+			t.Fatal(err)
+		}
+		waitFor(t, "the socket to close", func() bool { return ts.h.Connections() == 0 })
+	}
+}

@@ -83,8 +83,7 @@ func newSocket(h *Handler, r *http.Request, conn *websocket.Conn, cork *corkConn
 // serve runs the socket until it closes: the read loop in a new goroutine,
 // the write loop in this one. It returns after both have ended.
 func (s *socket) serve() {
-	ctx, cancel := context.WithCancel(context.Background())
-	go s.readLoop(ctx)
+	go s.readLoop()
 	code, reason, err := s.writeLoop()
 	close(s.done)
 	s.stream.Close()
@@ -101,7 +100,6 @@ func (s *socket) serve() {
 		// close code, 1009 for a message over the limit).
 		s.conn.CloseNow()
 	}
-	cancel()
 	<-s.readDone
 	ev := s.log.Debug().Int("close_code", int(code))
 	if err != nil {
@@ -114,11 +112,12 @@ func (s *socket) serve() {
 }
 
 // readLoop reads and handles client messages until the connection fails
-// or the socket ends.
-func (s *socket) readLoop(ctx context.Context) {
+// or the socket ends. Reads have no deadline (a client may watch in
+// silence for ever); closing the connection ends them.
+func (s *socket) readLoop() {
 	defer close(s.readDone)
 	for {
-		typ, rd, err := s.conn.Reader(ctx)
+		typ, rd, err := s.conn.Reader(context.Background())
 		if err != nil {
 			s.readErr = err
 			return
@@ -264,7 +263,13 @@ func (s *socket) writeLoop() (websocket.StatusCode, string, error) {
 		case <-s.stream.Done():
 			closing = true // the hub closed: write what it queued, then go
 		case <-s.readDone:
-			return 0, "", nil
+			select {
+			case <-s.stream.Done():
+				// The read loop ended because the hub closed.
+				closing = true
+			default:
+				return 0, "", nil
+			}
 		case <-s.h.shutdownc:
 			return websocket.StatusGoingAway, "server shutting down", nil
 		case <-expired:

@@ -486,3 +486,72 @@ func TestEncodeOnce(t *testing.T) {
 		t.Errorf("prev_kv form equals the plain form: %s", evs[1].Data(true))
 	}
 }
+
+// TestWatchFutureRevision starts a watch at a revision not yet committed:
+// it gets nothing before it.
+func TestWatchFutureRevision(t *testing.T) {
+	st := openStore(t, kv.Options{})
+	rec := watchtest.Record(st.Subscribe)
+	defer rec.Stop()
+	h := newHub(t, st, Options{})
+	s := newStream(t, h, StreamOptions{})
+	req := prefixReq("f", "f/")
+	req.StartRev = 4
+	watch(t, s, req)
+	put(t, st, "f/a", "2")
+	put(t, st, "f/a", "3")
+	last := put(t, st, "f/a", "4")
+	got := settle(t, s, nil, last)
+	validate(t, history(t, rec), map[string]WatchRequest{"f": req}, got, last)
+	if n := len(got[1].Events); got[1].Kind != KindEvents || n != 1 || got[1].Events[0].KV.ModRevision != 4 {
+		t.Fatalf("want only revision 4:%s", dump(got))
+	}
+}
+
+// TestStreamFull refuses new watches on a stream whose client reads
+// nothing, so its queue of control responses stays bounded.
+func TestStreamFull(t *testing.T) {
+	st := openStore(t, kv.Options{})
+	h := newHub(t, st, Options{})
+	s := newStream(t, h, StreamOptions{MaxQueueResponses: 2})
+	var err error
+	for i := 0; err == nil; i++ {
+		if i > 100 {
+			t.Fatal("no bound on an undrained stream's queue")
+		}
+		_, err = s.Watch(WatchRequest{ID: fmt.Sprint(i), Key: []byte("k")})
+	}
+	if !errors.Is(err, ErrStreamFull) {
+		t.Fatalf("Watch = %v, want ErrStreamFull", err)
+	}
+	if got := len(s.Drain(nil)); got != 9 {
+		t.Fatalf("%d responses queued, want 9", got)
+	}
+	if _, err := s.Watch(WatchRequest{ID: "again", Key: []byte("k")}); err != nil {
+		t.Fatalf("Watch after draining = %v", err)
+	}
+}
+
+// TestDrainSwapsArrays checks that draining into an empty buffer hands the
+// queue's array over without copying, and that responses are not lost
+// when the buffer is not empty.
+func TestDrainSwapsArrays(t *testing.T) {
+	st := openStore(t, kv.Options{})
+	h := newHub(t, st, Options{})
+	s := newStream(t, h, StreamOptions{})
+	watch(t, s, WatchRequest{ID: "a", Key: []byte("k")})
+	got := s.Drain(make([]Response, 0, 8))
+	if len(got) != 1 || got[0].Kind != KindCreated {
+		t.Fatalf("got %s", dump(got))
+	}
+	rev := put(t, st, "k", "1")
+	got = s.Drain(got)
+	if len(got) != 2 || got[1].Kind != KindEvents || got[1].Revision != rev {
+		t.Fatalf("appending drain got %s", dump(got))
+	}
+	put(t, st, "k", "2")
+	got = s.Drain(got[:0])
+	if len(got) != 1 || got[0].Kind != KindEvents {
+		t.Fatalf("swapping drain got %s", dump(got))
+	}
+}

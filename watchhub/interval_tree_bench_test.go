@@ -100,10 +100,10 @@ func BenchmarkIntervalTreeChurn(b *testing.B) {
 		for _, v := range ivls {
 			tree.getOrInsert(v.lo, v.hi, v.inf).add(&watcher{})
 		}
+		w := &watcher{}
 		b.ReportAllocs()
 		for i := 0; b.Loop(); i++ {
 			v := extra[i%len(extra)]
-			w := &watcher{}
 			tree.getOrInsert(v.lo+"~", v.hi, v.inf).add(w)
 			w.set.remove(w)
 			tree.delete(v.lo+"~", v.hi, v.inf)

@@ -555,3 +555,43 @@ func TestDrainSwapsArrays(t *testing.T) {
 		t.Fatalf("swapping drain got %s", dump(got))
 	}
 }
+
+// TestSnapshotRestartsWhenCompacted compacts past a snapshot's revision
+// while it is being sent: the snapshot restarts at a new revision.
+func TestSnapshotRestartsWhenCompacted(t *testing.T) {
+	st := openStore(t, kv.Options{})
+	rec := watchtest.Record(st.Subscribe)
+	defer rec.Stop()
+	for i := range 5 {
+		put(t, st, fmt.Sprintf("s/%d", i), fmt.Sprint(i))
+	}
+	h := newHub(t, st, Options{SnapshotChunk: 1, RetryInterval: time.Hour})
+	s := newStream(t, h, StreamOptions{MaxQueueResponses: 1})
+	req := prefixReq("snap", "s/")
+	req.Snapshot = true
+	first := watch(t, s, req)
+	// Created, Reset and the first chunk, which fills the queue.
+	for deadline := time.Now().Add(10 * time.Second); s.queued() < 3; {
+		if time.Now().After(deadline) {
+			t.Fatalf("first chunk not queued")
+		}
+		time.Sleep(time.Millisecond)
+	}
+	put(t, st, "s/1", "changed")
+	rev := put(t, st, "s/9", "new")
+	if err := st.Compact(context.Background(), rev); err != nil {
+		t.Fatal(err)
+	}
+	last := put(t, st, "s/2", "live")
+	got := settle(t, s, nil, last)
+	validate(t, history(t, rec), map[string]WatchRequest{"snap": req}, got, last)
+	var resets []int64
+	for _, r := range got {
+		if r.Kind == KindReset {
+			resets = append(resets, r.Revision)
+		}
+	}
+	if len(resets) != 2 || resets[0] != first || resets[1] < rev {
+		t.Fatalf("resets at %v, want %d then one at %d or later:%s", resets, first, rev, dump(got))
+	}
+}

@@ -12,10 +12,13 @@ package watchhub
 //
 // It is written for this package rather than taken from etcd's
 // go.etcd.io/etcd/pkg/v3/adt because it wins the comparison in
-// interval_tree_bench_test.go clearly (stab of 10k, 100k and 1M intervals;
-// figures in the package documentation): adt compares through an interface
-// per node, allocates a result slice per stab and a node per value, while
-// this tree compares strings directly and appends into the caller's buffer.
+// interval_tree_bench_test.go clearly, on the same mixed prefixes and
+// ranges: a stab takes 0.3, 1.5-1.8 and 3.6-4.6 µs with 10k, 100k and 1M
+// intervals against adt's 1.3, 5.4-5.8 and 10-10.7 µs (0 allocations
+// against 3), and adding and removing an interval among 100k 3.3-3.6 µs
+// against 5.6-7.3 µs. adt compares through an interface per node,
+// allocates a result slice per stab and stores values as interfaces; this
+// tree compares strings directly and appends into the caller's buffer.
 //
 // The zero value is an empty tree. It is not safe for concurrent use.
 type intervalTree struct {

@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"strings"
 	"unicode/utf8"
 
@@ -117,9 +116,9 @@ var opFields = [...]uint32{
 	OpPing:     1 << fOp,
 }
 
-func lookupField(name string) (field, bool) {
+func lookupField(name []byte) (field, bool) {
 	for f, n := range fieldNames {
-		if n == name {
+		if n == string(name) {
 			return field(f), true
 		}
 	}
@@ -146,11 +145,9 @@ func ParseRequest(data []byte, opts ParseOptions) (Request, error) {
 		return req, err
 	}
 	// The id first, so that every later error can carry it.
-	if v := raw[fID]; v != nil {
-		var id string
-		if json.Unmarshal(v, &id) == nil && id != "" && len(id) <= MaxIDSize {
-			req.ID = id
-		}
+	var id string
+	if decodeField(raw, fID, &id) == nil && id != "" && len(id) <= MaxIDSize {
+		req.ID = id
 	}
 	var op string
 	if err := decodeField(raw, fOp, &op); err != nil {
@@ -181,7 +178,7 @@ func ParseRequest(data []byte, opts ParseOptions) (Request, error) {
 	if req.Op == OpProgress || req.Op == OpPing {
 		return req, nil
 	}
-	if err := parseID(raw[fID]); err != nil {
+	if err := parseID(raw); err != nil {
 		return req, err
 	}
 	if req.Op == OpCancel {
@@ -194,31 +191,38 @@ func ParseRequest(data []byte, opts ParseOptions) (Request, error) {
 
 // splitObject splits a JSON object into its members' raw values, indexed
 // by field; null values are left out. unknown is the first member name
-// that is no field.
+// that is no field. The message is validated first, so the scan below only
+// has to find where each member ends.
 func splitObject(data []byte) (raw [nFields]json.RawMessage, unknown string, err error) {
-	dec := json.NewDecoder(bytes.NewReader(data))
-	tok, err := dec.Token()
-	if err != nil {
-		return raw, "", badJSON(err)
+	if !json.Valid(data) {
+		// Only for the error message, which says what and where.
+		return raw, "", badJSON(json.Unmarshal(data, new(json.RawMessage)))
 	}
-	if d, ok := tok.(json.Delim); !ok || d != '{' {
+	i := skipSpace(data, 0)
+	if data[i] != '{' {
 		return raw, "", newProblem(ErrBadMessage, "message must be a JSON object")
 	}
 	var seen [nFields]bool
-	for dec.More() {
-		tok, err := dec.Token()
-		if err != nil {
-			return raw, "", badJSON(err)
+	for i = skipSpace(data, i+1); data[i] != '}'; {
+		end := stringEnd(data, i)
+		name := data[i+1 : end-1]
+		if bytes.IndexByte(name, '\\') >= 0 {
+			s, err := unquote(data[i:end])
+			if err != nil {
+				return raw, "", badJSON(err)
+			}
+			name = []byte(s)
 		}
-		name := tok.(string) // the decoder only returns strings as keys
-		var v json.RawMessage
-		if err := dec.Decode(&v); err != nil {
-			return raw, "", badJSON(err)
+		i = skipSpace(data, skipSpace(data, end)+1) // past the colon
+		end = valueEnd(data, i)
+		v := data[i:end]
+		if i = skipSpace(data, end); data[i] == ',' {
+			i = skipSpace(data, i+1)
 		}
 		f, ok := lookupField(name)
 		if !ok {
 			if unknown == "" {
-				unknown = name
+				unknown = string(name)
 			}
 			continue
 		}
@@ -230,23 +234,127 @@ func splitObject(data []byte) (raw [nFields]json.RawMessage, unknown string, err
 			raw[f] = v
 		}
 	}
-	if _, err := dec.Token(); err != nil { // the closing brace
-		return raw, "", badJSON(err)
-	}
-	if _, err := dec.Token(); err != io.EOF {
-		return raw, "", newProblem(ErrBadMessage, "unexpected data after the JSON object")
-	}
 	return raw, unknown, nil
 }
 
+// The scanning helpers below run on valid JSON only, from the start of a
+// token; each returns the index just past what it scans.
+
+func skipSpace(data []byte, i int) int {
+	for i < len(data) && (data[i] == ' ' || data[i] == '\t' || data[i] == '\n' || data[i] == '\r') {
+		i++
+	}
+	return i
+}
+
+// stringEnd scans the string starting at data[i] == '"'.
+func stringEnd(data []byte, i int) int {
+	for i++; data[i] != '"'; i++ {
+		if data[i] == '\\' {
+			i++
+		}
+	}
+	return i + 1
+}
+
+// valueEnd scans the value starting at data[i].
+func valueEnd(data []byte, i int) int {
+	switch data[i] {
+	case '"':
+		return stringEnd(data, i)
+	case '{', '[':
+		depth := 0
+		for {
+			switch data[i] {
+			case '"':
+				i = stringEnd(data, i)
+				continue
+			case '{', '[':
+				depth++
+			case '}', ']':
+				if depth--; depth == 0 {
+					return i + 1
+				}
+			}
+			i++
+		}
+	}
+	for i < len(data) && !strings.ContainsRune(",}] \t\n\r", rune(data[i])) {
+		i++
+	}
+	return i
+}
+
+// unquote decodes a JSON string; one without escapes is just copied.
+func unquote(v []byte) (string, error) {
+	if bytes.IndexByte(v, '\\') < 0 {
+		return string(v[1 : len(v)-1]), nil
+	}
+	var s string
+	err := json.Unmarshal(v, &s)
+	return s, err
+}
+
+// parseInt parses a JSON number that must be an integer: ok is false for
+// any other number, inRange false for one that does not fit an int64.
+func parseInt(r []byte) (n int64, ok, inRange bool) {
+	neg := r[0] == '-'
+	digits := r
+	if neg {
+		digits = r[1:]
+	}
+	var u uint64
+	inRange = true
+	for _, c := range digits {
+		if c < '0' || c > '9' {
+			return 0, false, false
+		}
+		if u > (1<<63)/10 || u*10+uint64(c-'0') > 1<<63 {
+			inRange = false
+		}
+		u = u*10 + uint64(c-'0')
+	}
+	if !inRange || !neg && u == 1<<63 {
+		return 0, true, false
+	}
+	if neg {
+		return -int64(u), true, true
+	}
+	return int64(u), true, true
+}
+
+// parseStrings parses a JSON array of strings.
+func parseStrings(r []byte) ([]string, bool) {
+	if r[0] != '[' {
+		return nil, false
+	}
+	out := []string{}
+	for i := skipSpace(r, 1); r[i] != ']'; {
+		if r[i] != '"' {
+			return nil, false
+		}
+		end := stringEnd(r, i)
+		s, err := unquote(r[i:end])
+		if err != nil {
+			return nil, false
+		}
+		out = append(out, s)
+		if i = skipSpace(r, end); r[i] == ',' {
+			i = skipSpace(r, i+1)
+		}
+	}
+	return out, true
+}
+
 func badJSON(err error) *Problem {
-	if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
+	var syn *json.SyntaxError
+	if errors.As(err, &syn) && syn.Offset >= 0 && strings.HasPrefix(syn.Error(), "unexpected end of JSON input") {
 		return newProblem(ErrBadMessage, "message is not a complete JSON object")
 	}
 	return newProblem(ErrBadMessage, "message is not valid JSON: %s", strings.TrimPrefix(err.Error(), "json: "))
 }
 
-// jsonTypeNames names the Go types decodeField decodes into, as a client
+// jsonTypeName names the Go types decodeField decodes into, as a client
 // would say them.
 func jsonTypeName(v any) string {
 	switch v.(type) {
@@ -262,26 +370,53 @@ func jsonTypeName(v any) string {
 	return fmt.Sprintf("%T", v)
 }
 
-// decodeField decodes member f, when present, into v.
+// decodeField decodes member f, when present, into v: a *string, *bool,
+// *int64 or *[]string.
 func decodeField(raw [nFields]json.RawMessage, f field, v any) error {
-	if raw[f] == nil {
+	r := raw[f]
+	if r == nil {
 		return nil
 	}
-	if err := json.Unmarshal(raw[f], v); err != nil {
-		if _, ok := v.(*int64); ok && bytes.IndexFunc(raw[f], func(r rune) bool { return (r < '0' || r > '9') && r != '-' }) < 0 {
+	ok := true
+	switch v := v.(type) {
+	case *string:
+		if ok = r[0] == '"'; ok {
+			var err error
+			*v, err = unquote(r)
+			ok = err == nil
+		}
+	case *bool:
+		switch string(r) {
+		case "true":
+			*v = true
+		case "false":
+			*v = false
+		default:
+			ok = false
+		}
+	case *int64:
+		var inRange bool
+		*v, ok, inRange = parseInt(r)
+		if ok && !inRange {
 			return newProblem(ErrBadMessage, "member %q is out of range", fieldNames[f])
 		}
+	case *[]string:
+		*v, ok = parseStrings(r)
+	default:
+		panic(fmt.Sprintf("ws: decodeField into %T", v))
+	}
+	if !ok {
 		return newProblem(ErrBadMessage, "member %q must be %s", fieldNames[f], jsonTypeName(v))
 	}
 	return nil
 }
 
-func parseID(v json.RawMessage) error {
-	if v == nil {
+func parseID(raw [nFields]json.RawMessage) error {
+	if raw[fID] == nil {
 		return newProblem(ErrBadID, `message has no "id"; watch and cancel name their watch with a string id`)
 	}
 	var id string
-	if json.Unmarshal(v, &id) != nil {
+	if decodeField(raw, fID, &id) != nil {
 		return newProblem(ErrBadID, `"id" must be a string`)
 	}
 	switch {

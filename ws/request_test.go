@@ -52,6 +52,11 @@ func TestParseRequest(t *testing.T) {
 		{"unicode id and key", `{"op":"watch","id":"wé\u2028","key":"ключ"}`,
 			Request{Op: OpWatch, ID: "wé\u2028", Watch: WatchRequest{Key: []byte("ключ")}}},
 		{"whitespace", " \n{ \"op\" : \"ping\" }\n ", Request{Op: OpPing}},
+		{"escaped member name", `{"\u006fp":"cancel","i\u0064":"a\"b"}`, Request{Op: OpCancel, ID: `a"b`}},
+		{"largest rev", `{"op":"watch","id":"w","key":"k","rev":9223372036854775807}`,
+			Request{Op: OpWatch, ID: "w", Watch: WatchRequest{Key: []byte("k"), Rev: 9223372036854775807}}},
+		{"spaced events", `{"op":"watch","id":"w","key":"k","events":[ "delete" , "put" ]}`,
+			Request{Op: OpWatch, ID: "w", Watch: WatchRequest{Key: []byte("k")}}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -121,6 +126,11 @@ func TestParseRequestErrors(t *testing.T) {
 		{"empty events", `{"op":"watch","id":"w1","key":"a","events":[]}`, ParseOptions{}, ErrBadEvents, 400, "w1", "at least one"},
 		{"unknown event", `{"op":"watch","id":"w1","key":"a","events":["put","update"]}`, ParseOptions{}, ErrBadEvents, 400, "w1", `"update"`},
 		{"events not an array", `{"op":"watch","id":"w1","key":"a","events":"put"}`, ParseOptions{}, ErrBadMessage, 400, "w1", "array"},
+		{"events not strings", `{"op":"watch","id":"w1","key":"a","events":["put",1]}`, ParseOptions{}, ErrBadMessage, 400, "w1", "array of strings"},
+		{"smallest rev", `{"op":"watch","id":"w1","key":"a","rev":-9223372036854775808}`, ParseOptions{}, ErrBadRevision, 400, "w1", "-9223372036854775808"},
+		{"rev just over", `{"op":"watch","id":"w1","key":"a","rev":9223372036854775808}`, ParseOptions{}, ErrBadMessage, 400, "w1", "out of range"},
+		{"exponent rev", `{"op":"watch","id":"w1","key":"a","rev":1e3}`, ParseOptions{}, ErrBadMessage, 400, "w1", "integer"},
+		{"unknown nested member", `{"op":"ping","x":{"a":[1,{"b":"]}\""}]}}`, ParseOptions{}, ErrUnknownField, 400, "", `"x"`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -153,6 +163,9 @@ func FuzzParseRequest(f *testing.F) {
 		`{"op":"watch","id":"r","key":"m","range_end":"\u0000"}`,
 		`{"op":"watch","id":"w1","key":"a","rev":-1}`, `{"op":"watch","id":"w1","key":"a","rev":1e3}`,
 		`{"op":"watch","id":"\ud800","key":"\udfff"}`, `{"op":"watch","op":"ping"}`, `[]`, `{`, ``, "\xff",
+		`{"\u006fp":"ping"}`, `{"op":"ping","x":{"a":[1,{"b":"]}\""}],"c":null}}`, ` {"op" : "cancel" , "id" : "a\"b" } `,
+		`{"op":"watch","id":"w","key":"k","rev":-9223372036854775808}`, `{"op":"watch","id":"w","key":"k","rev":9223372036854775807}`,
+		`{"op":"watch","id":"w","key":"k","events":[ "put" , "delete" ]}`, `{"op":"watch","id":"w","key":"k","events":["put",1]}`,
 	} {
 		f.Add([]byte(s))
 	}

@@ -16,8 +16,10 @@ type Request struct {
 	Key []byte
 	End []byte
 	// StartRev is the first revision wanted; 0 means the revision after the
-	// one reported by the first Created item. StartSub skips the events of
-	// StartRev below it (resume inside a revision).
+	// one reported by the first Created item (a transport without one, such
+	// as SSE, passes the revision it learned instead, e.g. X-Revision + 1).
+	// StartSub skips the events of StartRev below it (resume inside a
+	// revision).
 	StartRev int64
 	StartSub int32
 	PrevKV   bool

@@ -1,7 +1,9 @@
 package main
 
 import (
+	"bufio"
 	"bytes"
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -10,12 +12,15 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/coder/websocket"
 )
 
 var (
@@ -279,5 +284,174 @@ func TestRestartKeepsAcknowledgedWrites(t *testing.T) {
 	}
 	if err := q.wait(t, 20*time.Second); err != nil && !errors.Is(err, os.ErrProcessDone) {
 		t.Fatalf("exit after SIGTERM: %v", err)
+	}
+}
+
+// curlStream runs curl -N on url with extra arguments and sends every line
+// it prints; the process is killed when the test ends.
+func curlStream(t *testing.T, url string, args ...string) <-chan string {
+	t.Helper()
+	curl, err := exec.LookPath("curl")
+	if err != nil {
+		t.Fatalf("curl is needed (make deps installs it): %v", err)
+	}
+	cmd := exec.Command(curl, append(append([]string{"-sN", "--include"}, args...), url)...)
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		cmd.Process.Kill()
+		cmd.Wait()
+	})
+	lines := make(chan string, 256)
+	go func() {
+		defer close(lines)
+		sc := bufio.NewScanner(out)
+		for sc.Scan() {
+			lines <- strings.TrimRight(sc.Text(), "\r")
+		}
+	}()
+	return lines
+}
+
+// waitLine reads lines until one equals want, failing after 15 seconds; it
+// returns the lines read before it.
+func waitLine(t *testing.T, lines <-chan string, want string) []string {
+	t.Helper()
+	var seen []string
+	timeout := time.After(15 * time.Second)
+	for {
+		select {
+		case l, ok := <-lines:
+			if !ok {
+				t.Fatalf("the stream ended before %q; got %q", want, seen)
+			}
+			if l == want {
+				return seen
+			}
+			seen = append(seen, l)
+		case <-timeout:
+			t.Fatalf("no line %q within 15s; got %q", want, seen)
+		}
+	}
+}
+
+// TestBinaryWatches runs the built binary and watches a prefix with curl
+// -N over HTTP/1.1 and over cleartext HTTP/2 (prior knowledge), and over a
+// WebSocket: each must receive the PUT that follows, with its revision as
+// the resume id. Then SIGTERM must close the socket with 1001 (going away)
+// and end the SSE streams.
+func TestBinaryWatches(t *testing.T) {
+	p := startBinary(t, t.TempDir())
+	h1 := curlStream(t, p.base+"/v1/watch/app/?prefix=true", "--http1.1")
+	h2 := curlStream(t, p.base+"/v1/watch/app/?prefix=true", "--http2-prior-knowledge")
+	for name, lines := range map[string]<-chan string{"HTTP/1.1": h1, "HTTP/2": h2} {
+		head := waitLine(t, lines, "")
+		if len(head) == 0 || !strings.HasPrefix(head[0], "HTTP/") || !strings.Contains(head[0], " 200") ||
+			(name == "HTTP/2") != strings.HasPrefix(head[0], "HTTP/2") {
+			t.Fatalf("%s: response head %q", name, head)
+		}
+		if !slices.Contains(head, "content-type: text/event-stream") && !slices.Contains(head, "Content-Type: text/event-stream") {
+			t.Errorf("%s: no text/event-stream in %q", name, head)
+		}
+	}
+
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	sock, _, err := websocket.Dial(ctx, "ws"+strings.TrimPrefix(p.base, "http")+"/v1/ws",
+		&websocket.DialOptions{Subprotocols: []string{"watchgate.v1"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sock.CloseNow()
+	if err := sock.Write(ctx, websocket.MessageText, []byte(`{"op":"watch","id":"w","key":"app/","prefix":true}`)); err != nil {
+		t.Fatal(err)
+	}
+	readWS := func() map[string]any {
+		t.Helper()
+		for {
+			_, b, err := sock.Read(ctx)
+			if err != nil {
+				t.Fatalf("websocket read: %v", err)
+			}
+			var m map[string]any
+			if err := json.Unmarshal(b, &m); err != nil {
+				t.Fatal(err)
+			}
+			if m["type"] != "progress" {
+				return m
+			}
+		}
+	}
+	if m := readWS(); m["type"] != "created" || m["id"] != "w" {
+		t.Fatalf("first message %v, want created", m)
+	}
+
+	client := &http.Client{Timeout: 10 * time.Second}
+	req, _ := http.NewRequest(http.MethodPut, p.base+"/v1/kv/app/x", strings.NewReader("on"))
+	resp, err := client.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	rev := resp.Header.Get("X-Revision")
+	if resp.StatusCode != http.StatusCreated || rev == "" {
+		t.Fatalf("PUT: %d, X-Revision %q", resp.StatusCode, rev)
+	}
+	for name, lines := range map[string]<-chan string{"HTTP/1.1": h1, "HTTP/2": h2} {
+		waitLine(t, lines, "id: "+rev)
+		if l := <-lines; l != "event: put" {
+			t.Errorf("%s: %q after the id, want event: put", name, l)
+		}
+		want := `data: {"key":"app/x","value":"on","create_revision":` + rev + `,"mod_revision":` + rev + `,"version":1}`
+		if l := <-lines; l != want {
+			t.Errorf("%s: %q, want %q", name, l, want)
+		}
+	}
+	m := readWS()
+	evs, _ := m["events"].([]any)
+	if m["type"] != "events" || fmt.Sprint(m["revision"]) != rev || len(evs) != 1 {
+		t.Fatalf("websocket message %v, want the events of revision %s", m, rev)
+	}
+
+	// SIGTERM: the socket is closed with 1001, the SSE streams end.
+	if err := p.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	_, _, err = sock.Read(ctx)
+	if code := websocket.CloseStatus(err); code != websocket.StatusGoingAway {
+		t.Errorf("socket ended with %v (code %d), want 1001", err, code)
+	}
+	for name, lines := range map[string]<-chan string{"HTTP/1.1": h1, "HTTP/2": h2} {
+		timeout := time.After(15 * time.Second)
+	drain:
+		for {
+			select {
+			case _, ok := <-lines:
+				if !ok {
+					break drain
+				}
+			case <-timeout:
+				t.Errorf("%s: the stream did not end at shutdown", name)
+				break drain
+			}
+		}
+	}
+	if err := p.wait(t, 20*time.Second); err != nil {
+		t.Fatalf("exit after SIGTERM: %v\n%s", err, p.logs.String())
+	}
+	logs := p.logs.String()
+	order := []string{`"message":"shutting down"`, `"message":"watch hub closed"`, `"message":"store closed"`, `"message":"stopped"`}
+	last := -1
+	for _, msg := range order {
+		i := strings.Index(logs, msg)
+		if i <= last {
+			t.Errorf("log lacks %s after the previous step (order %v):\n%s", msg, order, logs)
+		}
+		last = i
 	}
 }

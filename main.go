@@ -33,6 +33,7 @@ import (
 
 	"github.com/watchgate/watchgate/httpapi"
 	"github.com/watchgate/watchgate/kv"
+	"github.com/watchgate/watchgate/watchhub"
 )
 
 //go:embed openapi.yaml
@@ -45,6 +46,13 @@ const (
 	readHeaderTimeout = 10 * time.Second
 	idleTimeout       = 120 * time.Second
 	shutdownTimeout   = 10 * time.Second
+
+	// HTTP/2: streams per connection (every watch of a browser tab shares
+	// one connection) and the keepalive pings of connections that only
+	// receive.
+	http2MaxStreams   = 4096
+	http2PingInterval = 30 * time.Second
+	http2PingTimeout  = 15 * time.Second
 )
 
 func main() {
@@ -184,8 +192,18 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 		return nil
 	}
 
+	hubLog := log.With().Str("component", "watchhub").Logger()
+	hub, err := watchhub.New(store, watchhub.Options{Logger: &hubLog})
+	if err != nil {
+		return errors.Join(fmt.Errorf("starting the watch hub: %w", err), closeStore())
+	}
+	closeAll := func() error {
+		hub.Close()
+		return closeStore()
+	}
+
 	httpLog := log.With().Str("component", "http").Logger()
-	api := httpapi.New(store, httpapi.Options{
+	api, err := httpapi.New(store, httpapi.Options{
 		Logger:       &httpLog,
 		MaxKeySize:   cfg.maxKeySize,
 		MaxValueSize: cfg.maxValueSize,
@@ -193,21 +211,37 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 		OpenAPI:      openapiYAML,
 		Version:      version(),
 		TempDir:      cfg.data,
+		Hub:          hub,
 	})
+	if err != nil {
+		return errors.Join(err, closeAll())
+	}
 	srv := &http.Server{
 		Handler:           api,
 		ReadHeaderTimeout: readHeaderTimeout,
 		IdleTimeout:       idleTimeout,
 		ErrorLog:          stdlog.New(httpLog, "", 0),
 		Protocols:         new(http.Protocols),
+		HTTP2: &http.HTTP2Config{
+			// Browsers and HTTP/2 clients carry every watch of an origin
+			// on one connection; the default of 250 streams would make
+			// the 251st watch wait (browsers) or dial again.
+			MaxConcurrentStreams: http2MaxStreams,
+			// Detects a dead peer of a connection that only receives.
+			SendPingTimeout: http2PingInterval,
+			PingTimeout:     http2PingTimeout,
+		},
 	}
+	// Streams end and sockets close (1001) as soon as the shutdown
+	// starts; their clients resume by revision elsewhere or after restart.
+	srv.RegisterOnShutdown(api.Shutdown)
 	useTLS := cfg.tlsCert != ""
 	srv.Protocols.SetHTTP1(true)
 	if useTLS {
 		// Loaded before listening, so a bad pair fails the start cleanly.
 		cert, err := tls.LoadX509KeyPair(cfg.tlsCert, cfg.tlsKey)
 		if err != nil {
-			return errors.Join(fmt.Errorf("--tls-cert/--tls-key: %w", err), closeStore())
+			return errors.Join(fmt.Errorf("--tls-cert/--tls-key: %w", err), closeAll())
 		}
 		srv.TLSConfig = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
 		srv.Protocols.SetHTTP2(true)
@@ -217,7 +251,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 
 	ln, err := net.Listen("tcp", cfg.addr)
 	if err != nil {
-		return errors.Join(fmt.Errorf("listen: %w", err), closeStore())
+		return errors.Join(fmt.Errorf("listen: %w", err), closeAll())
 	}
 	served := make(chan error, 1)
 	go func() {
@@ -239,10 +273,12 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 	case err := <-served:
 		// Serve returns early only when the listener fails.
 		api.SetReady(false)
-		return errors.Join(fmt.Errorf("serve: %w", err), closeStore())
+		return errors.Join(fmt.Errorf("serve: %w", err), closeAll())
 	case <-ctx.Done():
 	}
 
+	// Shutdown order: not ready -> stop accepting, end streams, close
+	// sockets, finish open requests -> hub -> store.
 	log.Info().Msg("shutting down")
 	api.SetReady(false)
 	sctx, cancel := context.WithTimeout(context.Background(), shutdownTimeout)
@@ -254,6 +290,13 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 	if err := <-served; err != nil && !errors.Is(err, http.ErrServerClosed) {
 		log.Warn().Err(err).Msg("serve")
 	}
+	// http.Server.Shutdown does not wait for hijacked (WebSocket)
+	// connections.
+	if err := api.WaitStreams(sctx); err != nil {
+		log.Warn().Err(err).Msg("WebSocket handlers did not finish in time")
+	}
+	hub.Close()
+	log.Info().Msg("watch hub closed")
 	if err := closeStore(); err != nil {
 		return err
 	}

@@ -238,7 +238,7 @@ func TestRunServesAndShutsDown(t *testing.T) {
 	if err := stop(); err != nil {
 		t.Fatalf("run: %v", err)
 	}
-	if diff := cmp.Diff([]string{"store opened", "listening", "shutting down", "store closed", "stopped"}, logs.messages()); diff != "" {
+	if diff := cmp.Diff([]string{"store opened", "listening", "shutting down", "watch hub closed", "store closed", "stopped"}, logs.messages()); diff != "" {
 		t.Errorf("log messages (-want +got)\n%s", diff)
 	}
 	if _, err := http.Get(base + "/healthz"); err == nil {

@@ -31,7 +31,11 @@ func FuzzHandler(f *testing.F) {
 		st.Close()
 	})
 	log := zerolog.New(io.Discard)
-	api := New(st, Options{Logger: &log, TempDir: f.TempDir(), MaxKeySize: 64, MaxValueSize: 256, MaxTxnOps: 8})
+	// No hub: a watch would stream until its client goes away.
+	api, err := New(st, Options{Logger: &log, TempDir: f.TempDir(), MaxKeySize: 64, MaxValueSize: 256, MaxTxnOps: 8})
+	if err != nil {
+		f.Fatal(err)
+	}
 	api.SetReady(true)
 	methods := []string{http.MethodGet, http.MethodHead, http.MethodPut, http.MethodDelete, http.MethodPost, http.MethodPatch}
 

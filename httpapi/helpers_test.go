@@ -2,6 +2,7 @@ package httpapi
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"io"
 	"net/http"
@@ -15,6 +16,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/watchgate/watchgate/kv"
+	"github.com/watchgate/watchgate/watchhub"
 )
 
 // testServer is the real API on a loopback port, over a real store in a
@@ -70,8 +72,20 @@ func newTestServerIn(tb testing.TB, dir string, opts Options, kvOpts kv.Options)
 	if opts.TempDir == "" {
 		opts.TempDir = tb.TempDir()
 	}
-	api := New(st, opts)
+	if opts.Hub == nil {
+		hub, err := watchhub.New(st, watchhub.Options{})
+		if err != nil {
+			tb.Fatal(err)
+		}
+		opts.Hub = hub
+	}
+	api, err := New(st, opts)
+	if err != nil {
+		tb.Fatalf("New: %v", err)
+	}
 	ts := httptest.NewUnstartedServer(api)
+	ts.Config.HTTP2 = &http.HTTP2Config{MaxConcurrentStreams: 4096}
+	ts.Config.RegisterOnShutdown(api.Shutdown)
 	ts.Config.Protocols = new(http.Protocols)
 	ts.Config.Protocols.SetHTTP1(true)
 	ts.Config.Protocols.SetUnencryptedHTTP2(true)
@@ -82,7 +96,16 @@ func newTestServerIn(tb testing.TB, dir string, opts Options, kvOpts kv.Options)
 	h2t.Protocols.SetUnencryptedHTTP2(true)
 	s := &testServer{Server: ts, store: st, api: api, logs: logs, h2: &http.Client{Transport: h2t}}
 	tb.Cleanup(func() {
+		api.Shutdown()
 		ts.Close()
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		if err := api.WaitStreams(ctx); err != nil {
+			tb.Errorf("WaitStreams: %v", err)
+		}
+		if opts.Hub != nil {
+			opts.Hub.Close()
+		}
 		h2t.CloseIdleConnections()
 		if err := st.Check(); err != nil {
 			tb.Errorf("store check: %v", err)

@@ -6,9 +6,11 @@ import (
 	"fmt"
 	"net/http"
 	"strconv"
+	"time"
 
 	"github.com/watchgate/watchgate/kv"
 	"github.com/watchgate/watchgate/kvjson"
+	"github.com/watchgate/watchgate/sse"
 )
 
 var (
@@ -67,6 +69,8 @@ var problemTable = []problemKind{
 	{ErrMethodNotAllowed, http.StatusMethodNotAllowed, "method-not-allowed", "Method not allowed", false},
 	{ErrPreconditionFailed, http.StatusPreconditionFailed, "precondition-failed", "Precondition failed", true},
 	{ErrNotReady, http.StatusServiceUnavailable, "not-ready", "Not ready", false},
+	{sse.ErrBadRequest, http.StatusBadRequest, "bad-request", "Bad request", false},
+	{sse.ErrUnavailable, http.StatusServiceUnavailable, "shutting-down", "Shutting down", false},
 	// A client that went away never reads its answer; 499 (as nginx logs
 	// it) keeps such requests apart from server errors in the access log.
 	{context.Canceled, 499, "canceled", "Request canceled", false},
@@ -143,11 +147,6 @@ func (e *preconditionError) appendMembers(dst []byte) []byte {
 // logged with the request id and shown only as "internal error".
 func (s *Server) writeError(w http.ResponseWriter, r *http.Request, err error) {
 	k := kindOf(err)
-	detail := err.Error()
-	var d interface{ detail() string }
-	if errors.As(err, &d) {
-		detail = d.detail()
-	}
 	switch {
 	case k.err == ErrNotReady:
 		// Polled by load balancers while starting or stopping; not news.
@@ -158,14 +157,58 @@ func (s *Server) writeError(w http.ResponseWriter, r *http.Request, err error) {
 		}
 		ev.Err(err).Str("request_id", RequestID(r.Context())).
 			Str("method", r.Method).Str("path", r.URL.EscapedPath()).Msg("request failed")
-		if k.err == ErrInternal {
-			detail = "internal error"
-		}
 	case k.status == 499:
 		s.log.Debug().Err(err).Str("request_id", RequestID(r.Context())).Msg("request canceled")
 	}
+	b := s.appendProblem(make([]byte, 0, 256), err, RequestID(r.Context()))
+	b = append(b, '\n')
 
-	b := make([]byte, 0, 256)
+	h := w.Header()
+	h.Del("Content-Length")
+	h.Del("ETag")
+	h.Set("Content-Type", "application/problem+json")
+	h.Set("Cache-Control", "no-store")
+	h.Set("X-Content-Type-Options", "nosniff")
+	var ra interface{ retryAfter() time.Duration }
+	if errors.As(err, &ra) {
+		// Whole seconds, rounded up: a client that waits that long is let in.
+		if d := ra.retryAfter(); d > 0 {
+			h.Set("Retry-After", strconv.FormatInt(int64((d+time.Second-1)/time.Second), 10))
+		}
+	}
+	w.WriteHeader(k.status)
+	if r.Method != http.MethodHead {
+		w.Write(b)
+	}
+}
+
+// WriteError answers err as an application/problem+json document through
+// the server's error table, as every error of the API is answered. The
+// watch transports use it for the errors they answer before streaming.
+func (s *Server) WriteError(w http.ResponseWriter, r *http.Request, err error) {
+	s.writeError(w, r, err)
+}
+
+// ProblemJSON renders err as the problem document the error table gives
+// it, without a request id: the body of an error event that ends a watch
+// stream already started. Internal errors show only "internal error".
+func (s *Server) ProblemJSON(err error) []byte {
+	return s.appendProblem(nil, err, "")
+}
+
+// appendProblem appends err's problem document: type, title, status,
+// detail, the revisions for errors about revisions, the error's own
+// members, and requestID when not empty.
+func (s *Server) appendProblem(b []byte, err error, requestID string) []byte {
+	k := kindOf(err)
+	detail := err.Error()
+	var d interface{ detail() string }
+	if errors.As(err, &d) {
+		detail = d.detail()
+	}
+	if k.err == ErrInternal {
+		detail = "internal error"
+	}
 	b = append(b, `{"type":`...)
 	b = kvjson.AppendString(b, []byte(ProblemTypePrefix+k.slug))
 	b = append(b, `,"title":`...)
@@ -185,20 +228,9 @@ func (s *Server) writeError(w http.ResponseWriter, r *http.Request, err error) {
 	if errors.As(err, &m) {
 		b = m.appendMembers(b)
 	}
-	if id := RequestID(r.Context()); id != "" {
+	if requestID != "" {
 		b = append(b, `,"request_id":`...)
-		b = appendJSONString(b, id)
+		b = appendJSONString(b, requestID)
 	}
-	b = append(b, "}\n"...)
-
-	h := w.Header()
-	h.Del("Content-Length")
-	h.Del("ETag")
-	h.Set("Content-Type", "application/problem+json")
-	h.Set("Cache-Control", "no-store")
-	h.Set("X-Content-Type-Options", "nosniff")
-	w.WriteHeader(k.status)
-	if r.Method != http.MethodHead {
-		w.Write(b)
-	}
+	return append(b, '}')
 }

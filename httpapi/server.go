@@ -11,6 +11,9 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/watchgate/watchgate/kv"
+	"github.com/watchgate/watchgate/sse"
+	"github.com/watchgate/watchgate/watchhub"
+	"github.com/watchgate/watchgate/ws"
 )
 
 // Store is what the API needs of the key-value store; *kv.Store provides it.
@@ -24,18 +27,6 @@ type Store interface {
 }
 
 var _ Store = (*kv.Store)(nil)
-
-// WatcherCounts is the number of watchers in each group of the watch hub,
-// as GET /v1/status shows them.
-type WatcherCounts struct {
-	Synced, Unsynced, Victim int64
-}
-
-// ConnectionCounts is the number of open streaming connections by
-// transport, as GET /v1/status shows them.
-type ConnectionCounts struct {
-	SSE, WS int64
-}
 
 // Default limits, as the command line documents them.
 const (
@@ -66,15 +57,17 @@ type Options struct {
 	// os.TempDir(). Best on the store's file system.
 	TempDir string
 
-	// Watch serves GET /v1/watch/* (Server-Sent Events and NDJSON watches);
-	// nil answers 404. It is mounted outside every timeout and buffer.
-	Watch http.Handler
-	// WebSocket serves GET /v1/ws; nil answers 404.
-	WebSocket http.Handler
-
-	// Watchers and Connections feed GET /v1/status; nil reports zeros.
-	Watchers    func() WatcherCounts
-	Connections func() ConnectionCounts
+	// Hub, when set, serves the watch endpoints: GET /v1/watch/{key} as
+	// Server-Sent Events or NDJSON (package sse) and GET /v1/ws, the
+	// multiplexed WebSocket (package ws); nil answers 404 on both. The
+	// caller owns the hub: it closes it after the http.Server has shut down
+	// and WaitStreams has returned.
+	Hub *watchhub.Hub
+	// SSE and WS tune the two transports. New overrides what the API
+	// decides for them: the key limit, the logger, how SSE errors are
+	// rendered (through the error table) and the path prefix.
+	SSE sse.Options
+	WS  ws.Options
 }
 
 // Server is the HTTP API of one store. It is an http.Handler; create it
@@ -86,11 +79,16 @@ type Server struct {
 	log     zerolog.Logger
 	ready   atomic.Bool
 	handler http.Handler
+
+	// sse and ws are the watch transports; nil without Options.Hub.
+	sse *sse.Handler
+	ws  *ws.Handler
 }
 
 // New returns the API for store, not ready (GET /readyz answers 503) until
-// SetReady(true).
-func New(store Store, opts Options) *Server {
+// SetReady(true). It fails on options the transports reject (a malformed
+// origin pattern).
+func New(store Store, opts Options) (*Server, error) {
 	if opts.MaxKeySize <= 0 {
 		opts.MaxKeySize = DefaultMaxKeySize
 	}
@@ -107,8 +105,13 @@ func New(store Store, opts Options) *Server {
 	if opts.Logger != nil {
 		s.log = *opts.Logger
 	}
+	if opts.Hub != nil {
+		if err := s.newWatchHandlers(); err != nil {
+			return nil, err
+		}
+	}
 	s.handler = s.routes()
-	return s
+	return s, nil
 }
 
 // SetReady sets what GET /readyz answers: 200 when ready, 503 otherwise.
@@ -148,11 +151,9 @@ func (s *Server) routes() http.Handler {
 	r.Get("/healthz", s.healthz)
 	r.Get("/readyz", s.readyz)
 	r.Get("/openapi.yaml", s.openapi)
-	if s.opts.Watch != nil {
-		r.Get("/v1/watch/*", s.opts.Watch.ServeHTTP)
-	}
-	if s.opts.WebSocket != nil {
-		r.Get("/v1/ws", s.opts.WebSocket.ServeHTTP)
+	if s.sse != nil {
+		r.Get("/v1/watch/*", s.watch)
+		r.Get("/v1/ws", s.ws.ServeHTTP)
 	}
 	return r
 }

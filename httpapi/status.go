@@ -5,6 +5,7 @@ import (
 	"strconv"
 
 	"github.com/watchgate/watchgate/kvjson"
+	"github.com/watchgate/watchgate/watchhub"
 )
 
 // status serves GET /v1/status:
@@ -16,13 +17,11 @@ func (s *Server) status(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, err)
 		return
 	}
-	var wc WatcherCounts
-	if s.opts.Watchers != nil {
-		wc = s.opts.Watchers()
-	}
-	var cc ConnectionCounts
-	if s.opts.Connections != nil {
-		cc = s.opts.Connections()
+	var wc watchhub.Stats
+	var sseConns, wsConns int64
+	if s.opts.Hub != nil {
+		wc = s.opts.Hub.Stats()
+		sseConns, wsConns = s.sse.Streams(), int64(s.ws.Connections())
 	}
 	setRevisionHeaders(w, st.Revision, st.CompactRevision)
 	b := appendRevision(make([]byte, 0, 256), st.Revision)
@@ -33,11 +32,11 @@ func (s *Server) status(w http.ResponseWriter, r *http.Request) {
 		{`,"compact_revision":`, st.CompactRevision},
 		{`,"keys":`, st.Keys},
 		{`,"db_size_bytes":`, st.DBSizeBytes},
-		{`,"watchers":{"synced":`, wc.Synced},
-		{`,"unsynced":`, wc.Unsynced},
-		{`,"victim":`, wc.Victim},
-		{`},"connections":{"sse":`, cc.SSE},
-		{`,"ws":`, cc.WS},
+		{`,"watchers":{"synced":`, int64(wc.Synced)},
+		{`,"unsynced":`, int64(wc.Unsynced)},
+		{`,"victim":`, int64(wc.Victim)},
+		{`},"connections":{"sse":`, sseConns},
+		{`,"ws":`, wsConns},
 	} {
 		b = append(b, m.name...)
 		b = strconv.AppendInt(b, m.n, 10)

@@ -1,0 +1,88 @@
+package httpapi
+
+import (
+	"context"
+	"net/http"
+
+	"github.com/watchgate/watchgate/sse"
+	"github.com/watchgate/watchgate/ws"
+)
+
+// watchPrefix is the escaped path before the key of a watch.
+const watchPrefix = "/v1/watch/"
+
+// newWatchHandlers builds the two watch transports on Options.Hub: the
+// SSE handler renders its errors through the error table, and both take
+// the API's key limit and logger.
+func (s *Server) newWatchHandlers() error {
+	so := s.opts.SSE
+	so.PathPrefix = watchPrefix
+	so.MaxKeySize = s.opts.MaxKeySize
+	so.WriteError = s.writeError
+	so.ProblemJSON = s.ProblemJSON
+	if so.Logger == nil {
+		l := s.log.With().Str("transport", "sse").Logger()
+		so.Logger = &l
+	}
+	s.sse = sse.NewHandler(s.opts.Hub, s.store, so)
+
+	wo := s.opts.WS
+	wo.MaxKeySize = s.opts.MaxKeySize
+	if wo.Logger == nil {
+		l := s.log.With().Str("transport", "ws").Logger()
+		wo.Logger = &l
+	}
+	h, err := ws.NewHandler(s.opts.Hub, wo)
+	if err != nil {
+		return err
+	}
+	s.ws = h
+	return nil
+}
+
+// watch serves GET /v1/watch/{key}: the key is the rest of the path,
+// percent-decoded as for /v1/kv/, and the request is parsed before any
+// check so that a malformed one is a 400 whatever else is wrong with it.
+func (s *Server) watch(w http.ResponseWriter, r *http.Request) {
+	key, err := keyFromPath(r.URL.EscapedPath(), watchPrefix)
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	req, err := s.sse.ParseRequest(r, key)
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	s.sse.Serve(w, r, req)
+}
+
+// Shutdown begins to shut the watch transports down and returns at once:
+// the server stops being ready, SSE streams end after the write in
+// progress (their clients resume from their last id), WebSocket sockets are
+// closed with 1001 (going away), and new watches are refused with 503. It
+// suits http.Server.RegisterOnShutdown; call WaitStreams after
+// http.Server.Shutdown, which does not wait for hijacked connections.
+func (s *Server) Shutdown() {
+	s.SetReady(false)
+	if s.sse == nil {
+		return
+	}
+	s.sse.Shutdown()
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	// With a done context, ws.Handler.Shutdown starts closing the sockets
+	// and returns.
+	_ = s.ws.Shutdown(ctx)
+}
+
+// WaitStreams shuts the watch transports down (as Shutdown) and waits
+// until every WebSocket handler has returned, or ctx ends. SSE streams are
+// ordinary requests that http.Server.Shutdown waits for.
+func (s *Server) WaitStreams(ctx context.Context) error {
+	s.Shutdown()
+	if s.ws == nil {
+		return nil
+	}
+	return s.ws.Shutdown(ctx)
+}

@@ -53,6 +53,16 @@ function humanBytes(n) {
   return n.toFixed(n < 10 ? 1 : 0) + " " + u[i];
 }
 
+/** Fills node with texts separated by dots, each kept on one line. */
+function parts(node, texts) {
+  const out = [];
+  texts.forEach((t, i) => {
+    if (i) out.push(" · ");
+    out.push(el("span", { class: "part" }, t));
+  });
+  node.replaceChildren(...out);
+}
+
 function errorText(err) {
   if (err instanceof WatchgateError) {
     return err.status ? `${err.status} ${err.title}: ${err.detail}` : `${err.title}: ${err.detail}`;
@@ -120,9 +130,9 @@ async function refreshStatus() {
     $("st-keys").textContent = s.keys;
     $("st-db").textContent = humanBytes(s.db_size_bytes);
     const w = s.watchers || {};
-    $("st-watchers").textContent = `${w.synced ?? 0} synced · ${w.unsynced ?? 0} unsynced · ${w.victim ?? 0} victim`;
+    parts($("st-watchers"), [`${w.synced ?? 0} synced`, `${w.unsynced ?? 0} unsynced`, `${w.victim ?? 0} victim`]);
     const c = s.connections || {};
-    $("st-conns").textContent = `${c.sse ?? 0} SSE · ${c.ws ?? 0} WebSocket`;
+    parts($("st-conns"), [`${c.sse ?? 0} SSE`, `${c.ws ?? 0} WebSocket`]);
     $("st-version").textContent = s.version;
     $("compact-rev").max = s.revision;
     $("status-panel").classList.remove("down");

@@ -1,0 +1,330 @@
+package browser
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"log"
+	"net"
+	"net/http"
+	"net/http/httputil"
+	"net/url"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/watchgate/watchgate/web"
+)
+
+var (
+	buildOnce sync.Once
+	buildDir  string
+	binary    string
+	buildErr  error
+)
+
+func TestMain(m *testing.M) {
+	code := m.Run()
+	if buildDir != "" {
+		os.RemoveAll(buildDir)
+	}
+	os.Exit(code)
+}
+
+// watchgateBinary builds the watchgate command once per test run, with the
+// go command and toolchain that run the tests.
+func watchgateBinary(tb testing.TB) string {
+	tb.Helper()
+	buildOnce.Do(func() {
+		buildDir, buildErr = os.MkdirTemp("", "watchgate-browser-bin-")
+		if buildErr != nil {
+			return
+		}
+		binary = filepath.Join(buildDir, "watchgate")
+		goCmd, err := exec.LookPath("go")
+		if err != nil {
+			buildErr = fmt.Errorf("no go command to build the binary: %w", err)
+			return
+		}
+		cmd := exec.Command(goCmd, "build", "-o", binary, "github.com/watchgate/watchgate")
+		cmd.Dir = filepath.Join("..", "..")
+		if out, err := cmd.CombinedOutput(); err != nil {
+			buildErr = fmt.Errorf("go build: %v\n%s", err, out)
+		}
+	})
+	if buildErr != nil {
+		tb.Fatal(buildErr)
+	}
+	return binary
+}
+
+// syncBuffer collects a process's log safely.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// server is the watchgate binary on a fixed loopback port over a store in
+// a fixed directory, so that it can be stopped and started again where
+// its clients expect it. base is the URL the browser uses.
+type server struct {
+	t    *testing.T
+	dir  string
+	addr string // host:port of the binary, the same across restarts
+	base string // URL of the pages: the binary, or the front below
+	api  string // URL of the binary itself
+	logs *syncBuffer
+
+	cmd    *exec.Cmd
+	exited chan struct{}
+
+	// front serves the dashboard before the binary's router does: the
+	// embedded files here, everything else proxied to the binary.
+	front *http.Server
+}
+
+// startServer runs the binary on a free loopback port over a new store.
+func startServer(t *testing.T) *server {
+	t.Helper()
+	watchgateBinary(t)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	ln.Close()
+	s := &server{t: t, dir: t.TempDir(), addr: addr, api: "http://" + addr, logs: &syncBuffer{}}
+	s.base = s.api
+	t.Cleanup(func() {
+		if s.cmd != nil && s.cmd.Process != nil {
+			s.cmd.Process.Kill()
+			<-s.exited
+		}
+		if s.front != nil {
+			s.front.Close()
+		}
+		if t.Failed() {
+			t.Logf("server log:\n%s", s.logs.String())
+		}
+	})
+	s.start()
+	s.mountDashboard()
+	return s
+}
+
+// start runs the binary and waits until it is ready (GET /readyz 200).
+func (s *server) start() {
+	s.t.Helper()
+	cmd := exec.Command(binary, "--addr", s.addr, "--data", s.dir, "--log-level", "info")
+	for _, kv := range os.Environ() {
+		if !strings.HasPrefix(kv, "WATCHGATE_") {
+			cmd.Env = append(cmd.Env, kv)
+		}
+	}
+	cmd.Stdout = s.logs
+	cmd.Stderr = s.logs
+	if err := cmd.Start(); err != nil {
+		s.t.Fatalf("starting the binary: %v", err)
+	}
+	s.cmd = cmd
+	exited := make(chan struct{})
+	s.exited = exited
+	go func() {
+		cmd.Wait()
+		close(exited)
+	}()
+	deadline := time.Now().Add(30 * time.Second)
+	client := &http.Client{Timeout: time.Second}
+	for {
+		select {
+		case <-exited:
+			s.t.Fatalf("the binary exited before it was ready: %v\n%s", cmd.ProcessState, s.logs.String())
+		default:
+		}
+		resp, err := client.Get(s.api + "/readyz")
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				return
+			}
+		}
+		if time.Now().After(deadline) {
+			s.t.Fatalf("the binary was not ready after 30s:\n%s", s.logs.String())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// stop stops the binary with SIGTERM (a graceful shutdown) and waits for
+// it to exit.
+func (s *server) stop() { s.signal(syscall.SIGTERM) }
+
+// kill stops the binary with SIGKILL: no shutdown, connections are cut.
+func (s *server) kill() { s.signal(syscall.SIGKILL) }
+
+func (s *server) signal(sig syscall.Signal) {
+	s.t.Helper()
+	if err := s.cmd.Process.Signal(sig); err != nil {
+		s.t.Fatalf("signal %v: %v", sig, err)
+	}
+	select {
+	case <-s.exited:
+	case <-time.After(20 * time.Second):
+		s.t.Fatalf("the binary did not exit 20s after %v:\n%s", sig, s.logs.String())
+	}
+}
+
+// mountDashboard makes base serve the dashboard. When the binary's own
+// router serves it (GET /watchgate.js is the embedded client), base is
+// the binary. Otherwise a front server on another port serves web.Handler
+// at its paths and proxies every other request (streams and WebSocket
+// upgrades included) to the binary.
+func (s *server) mountDashboard() {
+	s.t.Helper()
+	want, err := fsReadFile("watchgate.js")
+	if err != nil {
+		s.t.Fatal(err)
+	}
+	resp, err := http.Get(s.api + web.PathClient)
+	if err != nil {
+		s.t.Fatal(err)
+	}
+	got, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode == http.StatusOK && bytes.Equal(got, want) {
+		return
+	}
+	s.t.Logf("the binary does not serve the dashboard (GET %s: %d): serving web.Handler in front of it", web.PathClient, resp.StatusCode)
+	target, _ := url.Parse(s.api)
+	proxy := httputil.NewSingleHostReverseProxy(target)
+	proxy.FlushInterval = -1
+	proxy.ErrorLog = log.New(io.Discard, "", 0) // a restart cuts streams: expected
+	// While the binary restarts, a browser that connected directly would
+	// see its connection refused and retry; the front waits for the
+	// binary instead of answering 502, which would end an EventSource.
+	proxy.Transport = &http.Transport{DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
+		var d net.Dialer
+		deadline := time.Now().Add(15 * time.Second)
+		for {
+			c, err := d.DialContext(ctx, network, addr)
+			if err == nil || time.Now().After(deadline) || ctx.Err() != nil {
+				return c, err
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+	}}
+	proxy.ErrorHandler = func(w http.ResponseWriter, r *http.Request, err error) {
+		w.Header().Set("Content-Type", "application/problem+json")
+		w.WriteHeader(http.StatusBadGateway)
+		json.NewEncoder(w).Encode(map[string]any{"title": "Bad gateway", "status": 502, "detail": err.Error()})
+	}
+	h := web.NewHandler(web.Options{})
+	mux := http.NewServeMux()
+	mux.Handle("GET /{$}", h)
+	mux.Handle("GET "+web.PathClient, h)
+	mux.Handle("GET "+web.PathAssets, h)
+	mux.Handle("/", proxy)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		s.t.Fatal(err)
+	}
+	s.front = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	go s.front.Serve(ln)
+	s.base = "http://" + ln.Addr().String()
+}
+
+func fsReadFile(name string) ([]byte, error) {
+	f, err := web.Files.Open(name)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	return io.ReadAll(f)
+}
+
+// client is the HTTP client of the tests' own REST calls.
+var client = &http.Client{Timeout: 10 * time.Second}
+
+// kvResult is the JSON of a write or a read of one key.
+type kvResult struct {
+	Revision int64 `json:"revision"`
+	KV       struct {
+		Key            string `json:"key"`
+		Value          string `json:"value"`
+		CreateRevision int64  `json:"create_revision"`
+		ModRevision    int64  `json:"mod_revision"`
+		Version        int64  `json:"version"`
+	} `json:"kv"`
+}
+
+// do sends a request to the binary and returns its status and body; a
+// network error is returned, not fatal, for callers that retry.
+func (s *server) do(ctx context.Context, method, key, body string, header map[string]string) (int, []byte, error) {
+	req, err := http.NewRequestWithContext(ctx, method, s.api+"/v1/kv/"+url.PathEscape(key), strings.NewReader(body))
+	if err != nil {
+		return 0, nil, err
+	}
+	for k, v := range header {
+		req.Header.Set(k, v)
+	}
+	resp, err := client.Do(req)
+	if err != nil {
+		return 0, nil, err
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	return resp.StatusCode, b, err
+}
+
+// put writes key = value and returns the result, failing the test on any
+// error.
+func (s *server) put(tb testing.TB, key, value string) kvResult {
+	tb.Helper()
+	status, body, err := s.do(context.Background(), http.MethodPut, key, value, nil)
+	if err != nil || (status != http.StatusOK && status != http.StatusCreated) {
+		tb.Fatalf("PUT %s: %d %s %v", key, status, body, err)
+	}
+	var r kvResult
+	if err := json.Unmarshal(body, &r); err != nil {
+		tb.Fatalf("PUT %s: %v in %s", key, err, body)
+	}
+	return r
+}
+
+// get reads key as JSON; found is false on 404.
+func (s *server) get(tb testing.TB, key string) (r kvResult, found bool) {
+	tb.Helper()
+	status, body, err := s.do(context.Background(), http.MethodGet, key, "", map[string]string{"Accept": "application/json"})
+	if err != nil {
+		tb.Fatalf("GET %s: %v", key, err)
+	}
+	if status == http.StatusNotFound {
+		return r, false
+	}
+	if status != http.StatusOK {
+		tb.Fatalf("GET %s: %d %s", key, status, body)
+	}
+	if err := json.Unmarshal(body, &r); err != nil {
+		tb.Fatalf("GET %s: %v in %s", key, err, body)
+	}
+	return r, true
+}

@@ -215,8 +215,10 @@ func (h *Hub) syncFailed(items []syncItem, err error) bool {
 }
 
 // matchItems hands each item the events of batches it wants, from its own
-// revision on. Single-key watchers are found through a map; range watchers
-// are checked one by one (a round serves at most SyncWatchers of them).
+// revision on. Few items are checked one by one; more are found per event
+// through a map of their keys and an interval tree of their ranges, built
+// for the round (of stand-in watchers, so that the items' own watchers,
+// which the lock guards, are not touched).
 func matchItems(items []syncItem, batches []revBatch) {
 	if len(items) <= 8 {
 		for i := range items {
@@ -235,14 +237,16 @@ func matchItems(items []syncItem, batches []revBatch) {
 		return
 	}
 	keys := make(map[string][]int)
-	var ranges []int
+	var ranges intervalTree
 	for i := range items {
-		if w := items[i].w; w.single {
+		w := items[i].w
+		if w.single {
 			keys[w.key] = append(keys[w.key], i)
-		} else {
-			ranges = append(ranges, i)
+			continue
 		}
+		ranges.getOrInsert(w.key, w.end, w.endInf).add(&watcher{sidx: int32(i)})
 	}
+	var found []*watcher
 	for _, b := range batches {
 		for _, e := range b.events {
 			for _, i := range keys[bytesString(e.KV.Key)] {
@@ -250,8 +254,12 @@ func matchItems(items []syncItem, batches []revBatch) {
 					it.evs = append(it.evs, e)
 				}
 			}
-			for _, i := range ranges {
-				if it := &items[i]; b.rev >= it.from && it.w.wants(e) {
+			if ranges.len() == 0 {
+				continue
+			}
+			found = ranges.stab(bytesString(e.KV.Key), found[:0])
+			for _, stand := range found {
+				if it := &items[stand.sidx]; b.rev >= it.from && it.w.accepts(e) {
 					it.evs = append(it.evs, e)
 				}
 			}

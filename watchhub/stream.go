@@ -187,7 +187,9 @@ func (s *Stream) RequestProgress() error {
 }
 
 // RequestWatchProgress queues a KindWatchProgress for the watch id alone,
-// once it has been sent everything up to the hub's revision.
+// once it has been sent everything up to the hub's revision. The id ""
+// means the stream, as RequestProgress (for a single-watch stream the two
+// are the same). ErrWatchNotFound for an unknown id.
 func (s *Stream) RequestWatchProgress(id string) error {
 	return s.h.requestProgress(s, id)
 }

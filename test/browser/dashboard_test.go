@@ -244,3 +244,43 @@ func TestDashboardShowsConflict(t *testing.T) {
 		t.Errorf("after overwriting REST reads %+v, want 25 (mine again) at revision %d", got.KV, third.KV.ModRevision+1)
 	}
 }
+
+// TestDashboardCompacts compacts from the dashboard (the button asks for a
+// second click) and checks the store, the status panel, and the event
+// log's report of a watch that needs compacted history.
+func TestDashboardCompacts(t *testing.T) {
+	s := startServer(t)
+	b := newBrowser(t)
+	var revs []int64
+	for i := range 4 {
+		revs = append(revs, s.put(t, "c/k", fmt.Sprint(i)).Revision)
+	}
+	p := openDashboard(t, b, s, "?prefix=c/")
+	at := revs[2]
+	p.run(t, chromedp.SetValue(chromedp.ID("compact-rev"), fmt.Sprint(at)), chromedp.Click(chromedp.ID("compact-btn")))
+	p.waitFor(t, "compaction asks for confirmation", `document.querySelector("#compact-btn").textContent.startsWith("Confirm")`,
+		`document.querySelector("#compact-btn").textContent`, waitTimeout)
+	if resp := s.getAt(t, "c/k", revs[0]); resp.StatusCode != http.StatusOK {
+		t.Fatalf("the first click compacted already: GET at revision %d: %d", revs[0], resp.StatusCode)
+	}
+	p.run(t, chromedp.Click(chromedp.ID("compact-btn")))
+	p.waitFor(t, "compacted", fmt.Sprintf(`document.querySelector("#status-msg").textContent === "Compacted: history before revision %d is gone." && document.querySelector("#st-compact").textContent === "%d"`, at, at),
+		`{msg: document.querySelector("#status-msg").textContent, compact: document.querySelector("#st-compact").textContent}`, waitTimeout)
+
+	// The store agrees.
+	if resp := s.getAt(t, "c/k", revs[0]); resp.StatusCode != http.StatusGone || resp.Header.Get("X-Compact-Revision") != fmt.Sprint(at) {
+		t.Errorf("GET at revision %d after compacting at %d: %d, X-Compact-Revision %s; want 410 and %d",
+			revs[0], at, resp.StatusCode, resp.Header.Get("X-Compact-Revision"), at)
+	}
+
+	// Compacting again below the compact revision is refused, and said so.
+	p.run(t, chromedp.SetValue(chromedp.ID("compact-rev"), fmt.Sprint(revs[1])), chromedp.Click(chromedp.ID("compact-btn")), chromedp.Click(chromedp.ID("compact-btn")))
+	p.waitFor(t, "second compaction refused", `document.querySelector("#status-msg").textContent.startsWith("Compaction failed: 409")`,
+		`document.querySelector("#status-msg").textContent`, waitTimeout)
+
+	// An event log from before the compact revision is told its history is
+	// gone.
+	p.run(t, chromedp.SetValue(chromedp.ID("log-key"), "c/"), chromedp.SetValue(chromedp.ID("log-rev"), fmt.Sprint(revs[0])), chromedp.Click(chromedp.ID("log-start")))
+	p.waitFor(t, "event log reports compaction", `document.querySelector('#log li.marker[data-kind="compacted"]')?.textContent.includes("before revision `+fmt.Sprint(at)+`")`,
+		`document.querySelector("#log").textContent`, waitTimeout)
+}

@@ -328,3 +328,16 @@ func (s *server) get(tb testing.TB, key string) (r kvResult, found bool) {
 	}
 	return r, true
 }
+
+// getAt reads key as of revision rev and returns the response, its body
+// read and closed.
+func (s *server) getAt(tb testing.TB, key string, rev int64) *http.Response {
+	tb.Helper()
+	resp, err := client.Get(fmt.Sprintf("%s/v1/kv/%s?rev=%d", s.api, url.PathEscape(key), rev))
+	if err != nil {
+		tb.Fatalf("GET %s at revision %d: %v", key, rev, err)
+	}
+	io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	return resp
+}

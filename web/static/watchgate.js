@@ -373,6 +373,15 @@ export class Watchgate extends EventTarget {
     this._timer = null;
     this._heartbeat = null;
     this._lastMessage = 0;
+    // When the browser says the network is back, try at once rather than
+    // at the end of the backoff.
+    this._online = () => {
+      if (this.state === "reconnecting" && !this._ws) {
+        this._attempt = 0;
+        this._connect();
+      }
+    };
+    if (typeof window !== "undefined" && window.addEventListener) window.addEventListener("online", this._online);
   }
 
   // ---- REST ----
@@ -623,7 +632,10 @@ export class Watchgate extends EventTarget {
     }
     this._watches.set(w.id, w);
     if (this.state === "connected") this._send(w._watchMessage());
-    else if (this.state === "idle" || this.state === "closed") this._connect();
+    else if (this.state === "idle" || this.state === "closed") {
+      if (this.state === "closed" && typeof window !== "undefined" && window.addEventListener) window.addEventListener("online", this._online);
+      this._connect();
+    }
     return w;
   }
 
@@ -638,6 +650,7 @@ export class Watchgate extends EventTarget {
    */
   close() {
     this._setState({ state: "closed" });
+    if (typeof window !== "undefined" && window.removeEventListener) window.removeEventListener("online", this._online);
     clearTimeout(this._timer);
     clearInterval(this._heartbeat);
     if (this._ws) {

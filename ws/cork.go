@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"encoding/binary"
 	"errors"
+	"fmt"
 	"net"
 	"net/http"
 	"os"
@@ -57,12 +58,18 @@ func (c *corkConn) Write(p []byte) (int, error) {
 	if c.err != nil {
 		return 0, c.err
 	}
+	isClose := len(p) > 0 && p[0]&0x0f == opClose
+	if isClose {
+		c.closeSent = true
+	}
+	if !c.corked {
+		return c.writeLocked(p)
+	}
 	c.buf = append(c.buf, p...)
 	var err error
-	if len(p) > 0 && p[0]&0x0f == opClose {
+	if isClose {
 		// The library closes the connection right after it answers a
 		// client's close: write it now, with what precedes it.
-		c.closeSent = true
 		err = c.flushLocked()
 	} else {
 		err = c.maybeFlushLocked()
@@ -79,6 +86,13 @@ const opClose = 0x8
 
 // writeText sends msg as one text message: a single unmasked frame.
 func (c *corkConn) writeText(msg []byte) error {
+	return c.appendText(len(msg), func(dst []byte) []byte { return append(dst, msg...) })
+}
+
+// appendText sends one text message of n bytes, which fill appends to the
+// buffer it is given, so that a message made of shared parts is copied
+// once. fill must append exactly n bytes.
+func (c *corkConn) appendText(n int, fill func(dst []byte) []byte) error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.err != nil {
@@ -87,8 +101,11 @@ func (c *corkConn) writeText(msg []byte) error {
 	if c.closeSent {
 		return net.ErrClosed
 	}
+	if c.buf == nil {
+		c.buf = getBuf()
+	}
 	const finText = 0x81
-	switch n := len(msg); {
+	switch {
 	case n < 126:
 		c.buf = append(c.buf, finText, byte(n))
 	case n < 1<<16:
@@ -97,7 +114,11 @@ func (c *corkConn) writeText(msg []byte) error {
 		c.buf = append(c.buf, finText, 127)
 		c.buf = binary.BigEndian.AppendUint64(c.buf, uint64(n))
 	}
-	c.buf = append(c.buf, msg...)
+	start := len(c.buf)
+	c.buf = fill(c.buf)
+	if len(c.buf)-start != n {
+		panic(fmt.Sprintf("ws: message of %d bytes announced as %d", len(c.buf)-start, n))
+	}
 	return c.maybeFlushLocked()
 }
 
@@ -107,17 +128,27 @@ func (c *corkConn) maybeFlushLocked() error {
 	if c.corked && len(c.buf) < corkFlushSize {
 		return nil
 	}
-	return c.flushLocked()
+	err := c.flushLocked()
+	if !c.corked {
+		putBuf(c.buf)
+		c.buf = nil
+	}
+	return err
 }
 
-// cork starts gathering writes.
+// cork starts gathering writes, in a buffer from a pool shared by the
+// sockets, so that an idle socket holds none.
 func (c *corkConn) cork() {
 	c.mu.Lock()
 	c.corked = true
+	if c.buf == nil && c.err == nil {
+		c.buf = getBuf()
+	}
 	c.mu.Unlock()
 }
 
-// uncork writes what was gathered and stops gathering.
+// uncork writes what was gathered, stops gathering and gives the buffer
+// back.
 func (c *corkConn) uncork() error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -125,7 +156,10 @@ func (c *corkConn) uncork() error {
 	if c.err != nil {
 		return c.err
 	}
-	return c.flushLocked()
+	err := c.flushLocked()
+	putBuf(c.buf)
+	c.buf = nil
+	return err
 }
 
 func (c *corkConn) flushLocked() error {
@@ -133,12 +167,25 @@ func (c *corkConn) flushLocked() error {
 		return nil
 	}
 	_, err := c.writeLocked(c.buf)
-	if cap(c.buf) > 2*corkFlushSize {
-		c.buf = nil // one large message grew it; do not keep it
-	} else {
+	if c.buf != nil {
 		c.buf = c.buf[:0]
 	}
 	return err
+}
+
+// bufPool holds cork buffers of corkFlushSize plus room for one ordinary
+// message; one that a large message grew is not kept.
+var bufPool = sync.Pool{New: func() any {
+	b := make([]byte, 0, corkFlushSize+8<<10)
+	return &b
+}}
+
+func getBuf() []byte { return (*bufPool.Get().(*[]byte))[:0] }
+
+func putBuf(b []byte) {
+	if b != nil && cap(b) <= corkFlushSize+8<<10 {
+		bufPool.Put(&b)
+	}
 }
 
 // writeChunk is the most writeLocked writes under one deadline: a peer

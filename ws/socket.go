@@ -250,13 +250,21 @@ func (s *socket) writeLoop() (websocket.StatusCode, string, error) {
 			expired = timer.C
 		}
 	}
+	// After a burst the write loop and the hub's queue each hold an array
+	// as large as the burst; they are kept while the socket is busy and
+	// given up once it has been idle for shrinkAfter.
+	shrink := time.NewTimer(shrinkAfter)
+	shrink.Stop()
+	defer shrink.Stop()
 	for {
 		outbox := s.outbox
 		if s.next != nil {
 			outbox = nil // a reply waits for its place already
 		}
-		closing := false
+		closing, shrinking := false, false
 		select {
+		case <-shrink.C:
+			shrinking = true
 		case <-s.stream.Ready():
 		case r := <-outbox:
 			s.next = &r
@@ -275,8 +283,11 @@ func (s *socket) writeLoop() (websocket.StatusCode, string, error) {
 		case <-expired:
 			return websocket.StatusPolicyViolation, "access expired", nil
 		}
-		if err := s.writeBatch(); err != nil {
+		if err := s.writeBatch(shrinking); err != nil {
 			return 0, "", err
+		}
+		if cap(s.resps) > keepResponses {
+			shrink.Reset(shrinkAfter)
 		}
 		if closing {
 			return websocket.StatusGoingAway, "server shutting down", nil
@@ -284,8 +295,20 @@ func (s *socket) writeLoop() (websocket.StatusCode, string, error) {
 	}
 }
 
-// writeBatch writes everything queued, corked, in order.
-func (s *socket) writeBatch() error {
+// Bounds of what an idle socket keeps: a response array of up to
+// keepResponses, a larger one until it has been idle for shrinkAfter.
+const (
+	keepResponses = 256
+	shrinkAfter   = time.Second
+)
+
+// writeBatch writes everything queued, corked, in order. With shrink it
+// gives the hub no spare array, so the hub's queue array comes back, and
+// drops its own afterwards.
+func (s *socket) writeBatch(shrink bool) error {
+	if shrink {
+		s.resps = nil
+	}
 	s.resps = s.stream.Drain(s.resps[:0])
 	select {
 	case s.drained <- struct{}{}:
@@ -294,6 +317,9 @@ func (s *socket) writeBatch() error {
 	s.cork.cork()
 	err := s.writeResponses()
 	clear(s.resps) // release the events
+	if shrink {
+		s.resps = nil
+	}
 	if err2 := s.cork.uncork(); err == nil {
 		err = err2
 	}
@@ -396,14 +422,22 @@ func (s *socket) writeEvents(r *watchhub.Response) error {
 		if j < len(evs) && r.Kind == watchhub.KindEvents {
 			rev = evs[j-1].KV.ModRevision
 		}
-		m := appendEventsStart(s.msg[:0], r.WatchID, rev)
-		for k, e := range evs[i:j] {
-			if k > 0 {
-				m = append(m, ',')
+		// The events are copied once, from their shared encoding straight
+		// into the connection's buffer.
+		head := appendEventsStart(s.msg[:0], r.WatchID, rev)
+		s.msg = head
+		chunk, prevKV := evs[i:j], r.PrevKV
+		err := s.cork.appendText(len(head)+size-1+2, func(dst []byte) []byte {
+			dst = append(dst, head...)
+			for k, e := range chunk {
+				if k > 0 {
+					dst = append(dst, ',')
+				}
+				dst = append(dst, e.JSON(prevKV)...)
 			}
-			m = append(m, e.JSON(r.PrevKV)...)
-		}
-		if err := s.write(appendEventsEnd(m)); err != nil {
+			return appendEventsEnd(dst)
+		})
+		if err != nil {
 			return err
 		}
 		i = j
@@ -416,10 +450,10 @@ func (s *socket) writeEvents(r *watchhub.Response) error {
 // network write has WriteTimeout as its deadline (corkConn).
 func (s *socket) write(msg []byte) error {
 	err := s.cork.writeText(msg)
-	if cap(msg) <= 64<<10 {
+	if cap(msg) <= 4<<10 {
 		s.msg = msg[:0]
 	} else {
-		s.msg = nil
+		s.msg = nil // an error with a long id or reason; do not keep it
 	}
 	return err
 }

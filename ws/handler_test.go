@@ -488,3 +488,24 @@ func TestSnapshotHeals(t *testing.T) {
 		t.Errorf("(-want +got):\n%s", diff)
 	}
 }
+
+// unwrapWriter is a middleware's ResponseWriter that hides the server's
+// Hijacker but unwraps to it, as the router's middleware does.
+type unwrapWriter struct{ w http.ResponseWriter }
+
+func (u *unwrapWriter) Header() http.Header         { return u.w.Header() }
+func (u *unwrapWriter) Write(b []byte) (int, error) { return u.w.Write(b) }
+func (u *unwrapWriter) WriteHeader(code int)        { u.w.WriteHeader(code) }
+func (u *unwrapWriter) Unwrap() http.ResponseWriter { return u.w }
+
+func TestBehindWrappingMiddleware(t *testing.T) {
+	ts := newTestServer(t, Options{})
+	ts.srv.Config.Handler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		ts.h.ServeHTTP(&unwrapWriter{w}, r)
+	})
+	c := ts.dial(t)
+	c.send(`{"op":"ping"}`)
+	if m := c.recv(); m.Type != TypePong {
+		t.Fatalf("got %+v", m)
+	}
+}

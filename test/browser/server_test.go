@@ -98,8 +98,12 @@ type server struct {
 	exited chan struct{}
 
 	// front serves the dashboard before the binary's router does: the
-	// embedded files here, everything else proxied to the binary.
-	front *http.Server
+	// embedded files here, everything else proxied to the binary. It lives
+	// and dies with the binary, on one address, so that a browser sees a
+	// restart as it would without it: connections cut, then refused.
+	front        *http.Server
+	frontAddr    string
+	frontHandler http.Handler
 }
 
 // startServer runs the binary on a free loopback port over a new store.
@@ -119,9 +123,7 @@ func startServer(t *testing.T) *server {
 			s.cmd.Process.Kill()
 			<-s.exited
 		}
-		if s.front != nil {
-			s.front.Close()
-		}
+		s.stopFront()
 		if t.Failed() {
 			t.Logf("server log:\n%s", s.logs.String())
 		}
@@ -152,15 +154,25 @@ func (s *server) start() {
 		cmd.Wait()
 		close(exited)
 	}()
+	s.waitReady(exited)
+	if s.frontHandler != nil {
+		s.startFront()
+	}
+}
+
+// waitReady polls GET /readyz until it answers 200, failing the test if
+// the process exits first or after 30s.
+func (s *server) waitReady(exited <-chan struct{}) {
+	s.t.Helper()
 	deadline := time.Now().Add(30 * time.Second)
-	client := &http.Client{Timeout: time.Second}
+	poll := &http.Client{Timeout: time.Second}
 	for {
 		select {
 		case <-exited:
-			s.t.Fatalf("the binary exited before it was ready: %v\n%s", cmd.ProcessState, s.logs.String())
+			s.t.Fatalf("the binary exited before it was ready: %v\n%s", s.cmd.ProcessState, s.logs.String())
 		default:
 		}
-		resp, err := client.Get(s.api + "/readyz")
+		resp, err := poll.Get(s.api + "/readyz")
 		if err == nil {
 			resp.Body.Close()
 			if resp.StatusCode == http.StatusOK {
@@ -191,6 +203,7 @@ func (s *server) signal(sig syscall.Signal) {
 	case <-time.After(20 * time.Second):
 		s.t.Fatalf("the binary did not exit 20s after %v:\n%s", sig, s.logs.String())
 	}
+	s.stopFront()
 }
 
 // mountDashboard makes base serve the dashboard. When the binary's own
@@ -218,38 +231,39 @@ func (s *server) mountDashboard() {
 	proxy := httputil.NewSingleHostReverseProxy(target)
 	proxy.FlushInterval = -1
 	proxy.ErrorLog = log.New(io.Discard, "", 0) // a restart cuts streams: expected
-	// While the binary restarts, a browser that connected directly would
-	// see its connection refused and retry; the front waits for the
-	// binary instead of answering 502, which would end an EventSource.
-	proxy.Transport = &http.Transport{DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
-		var d net.Dialer
-		deadline := time.Now().Add(15 * time.Second)
-		for {
-			c, err := d.DialContext(ctx, network, addr)
-			if err == nil || time.Now().After(deadline) || ctx.Err() != nil {
-				return c, err
-			}
-			time.Sleep(50 * time.Millisecond)
-		}
-	}}
-	proxy.ErrorHandler = func(w http.ResponseWriter, r *http.Request, err error) {
-		w.Header().Set("Content-Type", "application/problem+json")
-		w.WriteHeader(http.StatusBadGateway)
-		json.NewEncoder(w).Encode(map[string]any{"title": "Bad gateway", "status": 502, "detail": err.Error()})
-	}
 	h := web.NewHandler(web.Options{})
 	mux := http.NewServeMux()
 	mux.Handle("GET /{$}", h)
 	mux.Handle("GET "+web.PathClient, h)
 	mux.Handle("GET "+web.PathAssets, h)
 	mux.Handle("/", proxy)
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		s.t.Fatal(err)
+	s.frontHandler = mux
+	s.startFront()
+	s.base = "http://" + s.frontAddr
+}
+
+// startFront serves the front on its address (a new one the first time).
+func (s *server) startFront() {
+	s.t.Helper()
+	addr := s.frontAddr
+	if addr == "" {
+		addr = "127.0.0.1:0"
 	}
-	s.front = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		s.t.Fatalf("front: %v", err)
+	}
+	s.frontAddr = ln.Addr().String()
+	s.front = &http.Server{Handler: s.frontHandler, ReadHeaderTimeout: 10 * time.Second}
 	go s.front.Serve(ln)
-	s.base = "http://" + ln.Addr().String()
+}
+
+// stopFront closes the front and every connection through it.
+func (s *server) stopFront() {
+	if s.front != nil {
+		s.front.Close()
+		s.front = nil
+	}
 }
 
 func fsReadFile(name string) ([]byte, error) {

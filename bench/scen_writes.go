@@ -1,0 +1,147 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// writeRun is the outcome of one measured write run.
+type writeRun struct {
+	ops      int64
+	elapsed  time.Duration
+	p50, p99 time.Duration
+}
+
+func (r writeRun) perSec() float64 { return float64(r.ops) / r.elapsed.Seconds() }
+
+// measureWrites runs clients goroutines putting value to their own keys
+// (keyPrefix/<client>/<i mod 1000>) as fast as they can: warmup unmeasured,
+// then d measured. Writes completed in the window count for throughput;
+// writes started in it give the latency percentiles.
+func measureWrites(ctx context.Context, w writer, clients int, warmup, d time.Duration, keyPrefix string, value []byte) (writeRun, error) {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	start := time.Now()
+	t0, t1 := start.Add(warmup), start.Add(warmup+d)
+	var (
+		wg       sync.WaitGroup
+		mu       sync.Mutex
+		total    histogram
+		ops      atomic.Int64
+		firstErr error
+	)
+	for c := range clients {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			var h histogram
+			defer func() {
+				mu.Lock()
+				total.merge(&h)
+				mu.Unlock()
+			}()
+			prefix := fmt.Sprintf("%s/%d/", keyPrefix, c)
+			for i := 0; ctx.Err() == nil; i++ {
+				begin := time.Now()
+				if begin.After(t1) {
+					return
+				}
+				if _, err := w.put(ctx, prefix+itoa(i%1000), value); err != nil {
+					if ctx.Err() == nil {
+						mu.Lock()
+						if firstErr == nil {
+							firstErr = err
+						}
+						mu.Unlock()
+						cancel()
+					}
+					return
+				}
+				end := time.Now()
+				if !begin.Before(t0) {
+					h.add(end.Sub(begin))
+				}
+				if !end.Before(t0) && end.Before(t1) {
+					ops.Add(1)
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	if firstErr != nil {
+		return writeRun{}, firstErr
+	}
+	if err := ctx.Err(); err != nil {
+		return writeRun{}, err
+	}
+	return writeRun{ops: ops.Load(), elapsed: d, p50: total.quantile(0.5), p99: total.quantile(0.99)}, nil
+}
+
+// writeTarget is a system as a writer.
+type writeTarget struct {
+	name string
+	w    writer
+	p    *process
+}
+
+// writeTargets makes a writer for each running server, sized for
+// clients concurrent callers.
+func writeTargets(srv *servers, cfg *config, clients int) ([]writeTarget, func(), error) {
+	ts := []writeTarget{{name: "watchgate/rest", w: newRESTWriter(srv.wg.addr, clients), p: srv.wg}}
+	if srv.etcd != nil {
+		ew, err := newEtcdWriter(srv.etcd.addr, cfg.etcdConns)
+		if err != nil {
+			ts[0].w.close()
+			return nil, nil, err
+		}
+		ts = append(ts, writeTarget{name: sysEtcd, w: ew, p: srv.etcd})
+	}
+	return ts, func() {
+		for _, t := range ts {
+			t.w.close()
+		}
+	}, nil
+}
+
+// runWrites is scenario 1: durable writes/s with 1, 16 and 256 concurrent
+// clients, p50 and p99.
+func runWrites(ctx context.Context, e *env) error {
+	cfg := e.cfg
+	srv, err := startServers(ctx, cfg)
+	if err != nil {
+		return err
+	}
+	defer srv.stop()
+	value := benchValue(cfg.valueSize)
+	for _, clients := range cfg.writeClients {
+		cas := fmt.Sprintf("%d clients", clients)
+		ts, closeAll, err := writeTargets(srv, cfg, clients)
+		if err != nil {
+			return err
+		}
+		for rep := range cfg.repeats {
+			for _, t := range rotate(ts, rep) {
+				stop := e.profile(t.p, cas)
+				r, err := measureWrites(ctx, t.w, clients, 500*time.Millisecond, cfg.writeDuration, "bench/w", value)
+				stop()
+				if err != nil {
+					closeAll()
+					return fmt.Errorf("%s, %s: %w", t.name, cas, err)
+				}
+				e.logf("writes %s %s: %.0f/s p50 %.2f ms p99 %.2f ms", cas, t.name, r.perSec(), ms(r.p50), ms(r.p99))
+				e.res.add("writes", cas, "writes/s", "/s", true, t.name, r.perSec())
+				e.res.add("writes", cas, "p50", "ms", false, t.name, ms(r.p50))
+				e.res.add("writes", cas, "p99", "ms", false, t.name, ms(r.p99))
+			}
+			if err := srv.alive(); err != nil {
+				closeAll()
+				return err
+			}
+		}
+		closeAll()
+	}
+	return nil
+}

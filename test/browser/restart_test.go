@@ -37,9 +37,16 @@ const clientPageJS = `(async () => {
   w.addEventListener("end", (e) => T.ends.push("watch: " + e.detail.reason));
   const s = T.snap = wg.snapshot({ key: "load/", prefix: true });
   s.addEventListener("end", (e) => T.ends.push("snapshot: " + e.detail.reason));
+  // The EventStream helper, over Server-Sent Events.
+  T.sse = []; T.sseOpens = 0;
+  const es = T.es = new m.EventStream("load/", { prefix: true });
+  es.addEventListener("put", (e) => T.sse.push({ rev: e.detail.kv.mod_revision, type: "put", key: e.detail.kv.key, value: e.detail.kv.value ?? "" }));
+  es.addEventListener("delete", (e) => T.sse.push({ rev: e.detail.kv.mod_revision, type: "delete", key: e.detail.kv.key, value: "" }));
+  es.addEventListener("state", (e) => { if (e.detail.state === "open") T.sseOpens++; });
   await Promise.all([
     new Promise((r) => w.addEventListener("created", r, { once: true })),
     new Promise((r) => s.addEventListener("synced", r, { once: true })),
+    new Promise((r) => es.addEventListener("state", (e) => e.detail.state === "open" && r())),
   ]);
   return true;
 })()`
@@ -64,10 +71,11 @@ const eventSourcePageJS = `(async () => {
 
 // TestRestartResumesEveryWatch writes continuously while the server is
 // stopped gracefully and started again, then killed and started again
-// (same binary, same data directory, same port). Three observers watch
-// the written prefix through both restarts: the dashboard's event log,
-// a page using watchgate.js directly (a watch and a snapshot over one
-// socket), and a page with a plain browser EventSource. Each must show
+// (same binary, same data directory, same port). Observers watch the
+// written prefix through both restarts: the dashboard's event log, a page
+// using watchgate.js directly (a watch and a snapshot over one socket, and
+// its EventStream helper over SSE), and a page with a plain browser
+// EventSource. Each must show
 // every write exactly once, in revision order, and the snapshot must equal
 // the store.
 func TestRestartResumesEveryWatch(t *testing.T) {
@@ -139,8 +147,8 @@ func TestRestartResumesEveryWatch(t *testing.T) {
 			fmt.Sprintf(`document.querySelector("#conn").dataset.state === "connected" && document.querySelectorAll('#log li.marker[data-kind="resumed"]').length >= %d`, n),
 			`document.querySelector("#conn").textContent`, 30*time.Second)
 		client.waitFor(t, fmt.Sprintf("watchgate.js resumed %d times", n),
-			fmt.Sprintf(`T.wg.state === "connected" && T.states.filter(s => s.state === "connected" && s.resumed).length >= %d`, n),
-			`T.states`, 30*time.Second)
+			fmt.Sprintf(`T.wg.state === "connected" && T.states.filter(s => s.state === "connected" && s.resumed).length >= %d && T.es.state === "open" && T.sseOpens >= %d`, n, n+1),
+			`{states: T.states, sse: T.es.state, sseOpens: T.sseOpens}`, 30*time.Second)
 		es.waitFor(t, fmt.Sprintf("EventSource open again %d times", n),
 			fmt.Sprintf(`S.es.readyState === EventSource.OPEN && S.opens >= %d`, n+1),
 			`{readyState: S.es.readyState, opens: S.opens, errors: S.errors}`, 30*time.Second)
@@ -223,6 +231,13 @@ func TestRestartResumesEveryWatch(t *testing.T) {
 		}
 		if diff := cmp.Diff(want, rec.Snap); diff != "" {
 			t.Errorf("snapshot replica (-want +got)\n%s", diff)
+		}
+	})
+
+	t.Run("EventStream", func(t *testing.T) {
+		got := collect(t, client, `T.sse`, last)
+		if diff := cmp.Diff(want, got); diff != "" {
+			t.Errorf("EventStream events (-want +got)\n%s", diff)
 		}
 	})
 

@@ -34,6 +34,7 @@ type config struct {
 	valueSize int
 
 	writeClients  []int
+	writeKeys     int
 	writeDuration time.Duration
 
 	fanout           []int
@@ -158,6 +159,7 @@ func defaultConfig() config {
 		valueSize:        100,
 		writeClients:     []int{1, 16, 256},
 		writeDuration:    5 * time.Second,
+		writeKeys:        10000,
 		fanout:           []int{1000, 10000, 100000},
 		fanoutRepeats:    7,
 		fanoutTransports: []string{"ws", "sse"},
@@ -241,6 +243,7 @@ func parseFlags(args []string, stderr io.Writer) (*config, error) {
 	fs.StringVar(&c.perfDir, "perf", "", "record a perf profile (perf record -g) of the watchgate server during each scenario into this directory")
 	fs.IntVar(&c.valueSize, "value-size", c.valueSize, "bytes per value")
 	fs.Var((*intList)(&c.writeClients), "write-clients", "writes: concurrent clients per case")
+	fs.Var(countFlag{&c.writeKeys}, "write-keys", "writes and matching: distinct keys written, in turn")
 	fs.DurationVar(&c.writeDuration, "write-duration", c.writeDuration, "writes: measured time per run")
 	fs.Var((*intList)(&c.fanout), "fanout", "fanout: watcher counts (one key)")
 	fs.IntVar(&c.fanoutRepeats, "fanout-repeats", c.fanoutRepeats, "fanout: writes timed per system and size")
@@ -304,7 +307,7 @@ func parseFlags(args []string, stderr io.Writer) (*config, error) {
 		return nil, fmt.Errorf("%w: -repeats and -fanout-repeats must be at least 1", errUsage)
 	case c.wsPerSocket < 1 || c.ssePerConn < 1 || c.etcdConns < 1 || c.etcdPerStream < 1:
 		return nil, fmt.Errorf("%w: -ws-per-socket, -sse-per-conn, -etcd-conns and -etcd-per-stream must be at least 1", errUsage)
-	case c.valueSize < 1 || c.susRate < 1 || c.susWriters < 1 || c.matchingClients < 1 || c.catchupWriters < 0:
+	case c.valueSize < 1 || c.writeKeys < 1 || c.susRate < 1 || c.susWriters < 1 || c.matchingClients < 1 || c.catchupWriters < 0:
 		return nil, fmt.Errorf("%w: sizes and rates must be positive", errUsage)
 	case c.writeDuration <= 0 || c.susDuration <= 0 || c.matchingDuration <= 0 || c.timeout <= 0:
 		return nil, fmt.Errorf("%w: durations must be positive", errUsage)

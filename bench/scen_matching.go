@@ -66,7 +66,7 @@ func runMatching(ctx context.Context, e *env) error {
 		for rep := range cfg.repeats {
 			for _, t := range rotate(ws, rep) {
 				stop := e.profile(t.p, cas)
-				r, err := measureWrites(ctx, t.w, clients, 500*time.Millisecond, cfg.matchingDuration, "bench/w", value)
+				r, err := measureWrites(ctx, t.w, clients, cfg.writeKeys, 500*time.Millisecond, cfg.matchingDuration, "bench/w", value)
 				stop()
 				if err != nil {
 					return fmt.Errorf("%s, %s: %w", t.name, cas, err)

@@ -17,11 +17,12 @@ type writeRun struct {
 
 func (r writeRun) perSec() float64 { return float64(r.ops) / r.elapsed.Seconds() }
 
-// measureWrites runs clients goroutines putting value to their own keys
-// (keyPrefix/<client>/<i mod 1000>) as fast as they can: warmup unmeasured,
+// measureWrites runs clients goroutines putting value as fast as they
+// can, each write to the next of keys keys (keyPrefix/<n mod keys>, n
+// counting writes across clients): warmup unmeasured,
 // then d measured. Writes completed in the window count for throughput;
 // writes started in it give the latency percentiles.
-func measureWrites(ctx context.Context, w writer, clients int, warmup, d time.Duration, keyPrefix string, value []byte) (writeRun, error) {
+func measureWrites(ctx context.Context, w writer, clients, keys int, warmup, d time.Duration, keyPrefix string, value []byte) (writeRun, error) {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	start := time.Now()
@@ -31,9 +32,11 @@ func measureWrites(ctx context.Context, w writer, clients int, warmup, d time.Du
 		mu       sync.Mutex
 		total    histogram
 		ops      atomic.Int64
+		next     atomic.Int64
 		firstErr error
 	)
-	for c := range clients {
+	keyPrefix += "/"
+	for range clients {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
@@ -43,13 +46,13 @@ func measureWrites(ctx context.Context, w writer, clients int, warmup, d time.Du
 				total.merge(&h)
 				mu.Unlock()
 			}()
-			prefix := fmt.Sprintf("%s/%d/", keyPrefix, c)
-			for i := 0; ctx.Err() == nil; i++ {
+			for ctx.Err() == nil {
 				begin := time.Now()
 				if begin.After(t1) {
 					return
 				}
-				if _, err := w.put(ctx, prefix+itoa(i%1000), value); err != nil {
+				key := keyPrefix + itoa(int(next.Add(1)%int64(keys)))
+				if _, err := w.put(ctx, key, value); err != nil {
 					if ctx.Err() == nil {
 						mu.Lock()
 						if firstErr == nil {
@@ -125,7 +128,7 @@ func runWrites(ctx context.Context, e *env) error {
 		for rep := range cfg.repeats {
 			for _, t := range rotate(ts, rep) {
 				stop := e.profile(t.p, cas)
-				r, err := measureWrites(ctx, t.w, clients, 500*time.Millisecond, cfg.writeDuration, "bench/w", value)
+				r, err := measureWrites(ctx, t.w, clients, cfg.writeKeys, 500*time.Millisecond, cfg.writeDuration, "bench/w", value)
 				stop()
 				if err != nil {
 					closeAll()

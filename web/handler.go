@@ -2,6 +2,7 @@ package web
 
 import (
 	"bytes"
+	"compress/gzip"
 	"crypto/sha256"
 	"embed"
 	"encoding/hex"
@@ -10,6 +11,7 @@ import (
 	"io/fs"
 	"net/http"
 	"path"
+	"strings"
 	"time"
 )
 
@@ -72,12 +74,17 @@ type file struct {
 	body        []byte
 	etag        string
 	contentType string
+	// gz is body compressed with gzip, nil when that does not make it
+	// smaller; gzETag is its entity tag.
+	gz     []byte
+	gzETag string
 }
 
 // Handler serves Files: GET and HEAD of PathIndex (index.html),
 // PathClient and the files under PathAssets, with an ETag (a hash of the
 // content) and Cache-Control: no-cache, so a browser revalidates and gets
-// 304 until the binary changes. Other methods get 405, other paths
+// 304 until the binary changes. Files are compressed once, at start, and
+// sent gzipped to clients that accept it. Other methods get 405, other paths
 // Options.NotFound. It holds no goroutine and nothing to close.
 type Handler struct {
 	files    map[string]*file // by request path
@@ -110,6 +117,10 @@ func NewHandler(opts Options) *Handler {
 		if f.contentType == "" {
 			f.contentType = "application/octet-stream"
 		}
+		if gz := gzipped(body); len(gz) < len(body) {
+			f.gz = gz
+			f.gzETag = strings.TrimSuffix(f.etag, `"`) + `-gzip"`
+		}
 		urlPath := "/" + name
 		if name == "index.html" {
 			urlPath = PathIndex
@@ -138,7 +149,15 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	hd := w.Header()
 	hd.Set("Content-Type", f.contentType)
-	hd.Set("ETag", f.etag)
+	body, etag := f.body, f.etag
+	if f.gz != nil {
+		hd.Add("Vary", "Accept-Encoding")
+		if acceptsGzip(r.Header) {
+			body, etag = f.gz, f.gzETag
+			hd.Set("Content-Encoding", "gzip")
+		}
+	}
+	hd.Set("ETag", etag)
 	hd.Set("Cache-Control", "no-cache")
 	hd.Set("X-Content-Type-Options", "nosniff")
 	hd.Set("Referrer-Policy", "same-origin")
@@ -147,7 +166,39 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		hd.Set("X-Frame-Options", "DENY")
 	}
 	// ServeContent answers If-None-Match (304), HEAD and Range requests.
-	http.ServeContent(w, r, f.name, time.Time{}, bytes.NewReader(f.body))
+	http.ServeContent(w, r, f.name, time.Time{}, bytes.NewReader(body))
+}
+
+// gzipped compresses b once, at start, with the best compression.
+func gzipped(b []byte) []byte {
+	var buf bytes.Buffer
+	zw, err := gzip.NewWriterLevel(&buf, gzip.BestCompression)
+	if err != nil {
+		panic(err) // a valid level
+	}
+	zw.Write(b) // writes to a bytes.Buffer do not fail
+	zw.Close()
+	return buf.Bytes()
+}
+
+// acceptsGzip reports whether the request's Accept-Encoding allows gzip
+// (listed, or by "*", with a q-value other than 0).
+func acceptsGzip(h http.Header) bool {
+	for _, v := range h.Values("Accept-Encoding") {
+		for part := range strings.SplitSeq(v, ",") {
+			coding, params, _ := strings.Cut(part, ";")
+			coding = strings.ToLower(strings.TrimSpace(coding))
+			if coding != "gzip" && coding != "*" {
+				continue
+			}
+			q := strings.ReplaceAll(strings.ToLower(params), " ", "")
+			if q == "q=0" || q == "q=0.0" || q == "q=0.00" || q == "q=0.000" {
+				continue
+			}
+			return true
+		}
+	}
+	return false
 }
 
 // notFound is the default Options.NotFound.

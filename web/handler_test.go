@@ -1,6 +1,7 @@
 package web
 
 import (
+	"compress/gzip"
 	"encoding/json"
 	"io"
 	"io/fs"
@@ -194,5 +195,58 @@ func TestSelfContained(t *testing.T) {
 				t.Errorf("%s refers to %q (%s), which is not embedded", name, ref, target)
 			}
 		}
+	}
+}
+
+func TestHandlerGzip(t *testing.T) {
+	h := NewHandler(Options{})
+	want, err := fs.ReadFile(Files, "watchgate.js")
+	if err != nil {
+		t.Fatal(err)
+	}
+	plain := serve(t, h, http.MethodGet, PathClient, nil)
+	for _, tc := range []struct {
+		acceptEncoding string
+		gzip           bool
+	}{
+		{"", false},
+		{"gzip", true},
+		{"br, gzip;q=0.8, deflate", true},
+		{"GZIP", true},
+		{"*", true},
+		{"gzip;q=0", false},
+		{"gzip; q=0.000", false},
+		{"identity", false},
+		{"br", false},
+	} {
+		t.Run(tc.acceptEncoding, func(t *testing.T) {
+			resp := serve(t, h, http.MethodGet, PathClient, map[string]string{"Accept-Encoding": tc.acceptEncoding})
+			if resp.Header.Get("Vary") != "Accept-Encoding" {
+				t.Errorf("Vary %q, want Accept-Encoding", resp.Header.Get("Vary"))
+			}
+			body := resp.Body
+			if got := resp.Header.Get("Content-Encoding") == "gzip"; got != tc.gzip {
+				t.Fatalf("Content-Encoding %q, want gzip: %v", resp.Header.Get("Content-Encoding"), tc.gzip)
+			}
+			etag := resp.Header.Get("ETag")
+			if tc.gzip {
+				if etag == plain.Header.Get("ETag") {
+					t.Errorf("the gzipped body has the ETag of the plain one, %s", etag)
+				}
+				zr, err := gzip.NewReader(resp.Body)
+				if err != nil {
+					t.Fatal(err)
+				}
+				body = zr
+			}
+			got, err := io.ReadAll(body)
+			if err != nil || string(got) != string(want) {
+				t.Fatalf("body: %d bytes, %v; want the %d bytes of watchgate.js", len(got), err, len(want))
+			}
+			again := serve(t, h, http.MethodGet, PathClient, map[string]string{"Accept-Encoding": tc.acceptEncoding, "If-None-Match": etag})
+			if again.StatusCode != http.StatusNotModified {
+				t.Errorf("revalidation with %s: %d, want 304", etag, again.StatusCode)
+			}
+		})
 	}
 }

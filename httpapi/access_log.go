@@ -2,12 +2,15 @@ package httpapi
 
 import (
 	"net/http"
+	"net/url"
+	"strings"
 	"time"
 )
 
 // accessLogMiddleware wraps the response in a responseWriter and writes one
-// JSON log line per request when it ends: method, path (never the query
-// string, which may carry a token), status, bytes, duration and request id.
+// JSON log line per request when it ends: method, path, query string (with
+// any access_token value redacted), the principal, status, bytes, duration,
+// peer and request id. It also records the request's metrics.
 func (s *Server) accessLogMiddleware(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		start := time.Now()
@@ -18,16 +21,39 @@ func (s *Server) accessLogMiddleware(next http.Handler) http.Handler {
 				// net/http answers 200 for a handler that wrote nothing.
 				status = http.StatusOK
 			}
-			s.log.Info().
+			d := time.Since(start)
+			s.metrics.observe(r, status, d)
+			ev := s.log.Info().
 				Str("method", r.Method).
-				Str("path", r.URL.EscapedPath()).
-				Int("status", status).
+				Str("path", r.URL.EscapedPath())
+			if r.URL.RawQuery != "" {
+				ev = ev.Str("query", redactQuery(r.URL.RawQuery))
+			}
+			if rw.principal != "" {
+				ev = ev.Str("principal", rw.principal)
+			}
+			ev.Int("status", status).
 				Int64("bytes", rw.bytes).
-				Dur("duration", time.Since(start)).
+				Dur("duration", d).
 				Str("proto", r.Proto).
+				Str("remote", r.RemoteAddr).
 				Str("request_id", RequestID(r.Context())).
 				Msg("request")
 		}()
 		next.ServeHTTP(rw, r)
 	})
+}
+
+// redactQuery returns the raw query with the value of every access_token
+// parameter replaced by REDACTED, whatever its spelling (a percent-encoded
+// name included), so that no token reaches the log.
+func redactQuery(raw string) string {
+	parts := strings.Split(raw, "&")
+	for i, p := range parts {
+		name, _, _ := strings.Cut(p, "=")
+		if n, err := url.QueryUnescape(name); err != nil || n == QueryTokenParam || strings.Contains(strings.ToLower(n), "token") {
+			parts[i] = name + "=REDACTED"
+		}
+	}
+	return strings.Join(parts, "&")
 }

@@ -14,6 +14,11 @@ const compactBodyLimit = 4096
 // above the current revision, 409 when the store is already compacted at
 // or past C.
 func (s *Server) compact(w http.ResponseWriter, r *http.Request) {
+	// Compaction drops the history of every key.
+	if err := s.authorize(r, modeWrite, nil, everyKey); err != nil {
+		s.writeError(w, r, err)
+		return
+	}
 	body, err := readBody(w, r, compactBodyLimit, ErrTooLarge, "the compact body")
 	if err != nil {
 		s.writeError(w, r, err)

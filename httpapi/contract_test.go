@@ -59,10 +59,13 @@ func loadSpec(tb testing.TB) *openapi3.T {
 // event stream is text, and an NDJSON stream is valid when every line is
 // a value of the schema (the first line stands for the body).
 func registerStreamDecoders() {
-	openapi3filter.RegisterBodyDecoder("text/event-stream", func(r io.Reader, _ http.Header, _ *openapi3.SchemaRef, _ openapi3filter.EncodingFn) (any, error) {
+	asText := func(r io.Reader, _ http.Header, _ *openapi3.SchemaRef, _ openapi3filter.EncodingFn) (any, error) {
 		b, err := io.ReadAll(r)
 		return string(b), err
-	})
+	}
+	for _, ct := range []string{"text/event-stream", "text/html", "text/javascript", "text/css", "image/svg+xml"} {
+		openapi3filter.RegisterBodyDecoder(ct, asText)
+	}
 	openapi3filter.RegisterBodyDecoder("application/x-ndjson", func(r io.Reader, _ http.Header, schema *openapi3.SchemaRef, _ openapi3filter.EncodingFn) (any, error) {
 		b, err := io.ReadAll(r)
 		if err != nil {
@@ -91,14 +94,14 @@ func registerStreamDecoders() {
 // does. ok is false when the spec has no such path.
 func specRoute(doc *openapi3.T, method, escapedPath string) (route *routers.Route, params map[string]string, ok bool) {
 	specPath := escapedPath
-	for _, prefix := range []string{"/v1/kv/", "/v1/watch/"} {
-		if rest, found := strings.CutPrefix(escapedPath, prefix); found && rest != "" {
-			key, err := url.PathUnescape(rest)
+	for _, p := range []struct{ prefix, param string }{{"/v1/kv/", "key"}, {"/v1/watch/", "key"}, {"/ui/", "asset"}} {
+		if rest, found := strings.CutPrefix(escapedPath, p.prefix); found && rest != "" {
+			v, err := url.PathUnescape(rest)
 			if err != nil {
 				return nil, nil, false
 			}
-			specPath = prefix + "{key}"
-			params = map[string]string{"key": key}
+			specPath = p.prefix + "{" + p.param + "}"
+			params = map[string]string{p.param: v}
 		}
 	}
 	item := doc.Paths.Value(specPath)
@@ -252,6 +255,16 @@ func TestContractCoverage(t *testing.T) {
 		{method: http.MethodPost, path: "/v1/status"},
 		{method: http.MethodPatch, path: "/v1/kv/a"},
 		{path: "/", h2: true},
+		{method: http.MethodHead, path: "/"},
+		{path: "/watchgate.js"},
+		{method: http.MethodHead, path: "/watchgate.js"},
+		{path: "/ui/app.js"},
+		{path: "/ui/missing.js"},
+		{method: http.MethodHead, path: "/ui/style.css"},
+		{path: "/metrics"},
+		{method: http.MethodPost, path: "/v1/session"},
+		{path: "/v1/session"},
+		{method: http.MethodDelete, path: "/v1/session"},
 	}
 	for _, c := range calls {
 		s.do(t, c)

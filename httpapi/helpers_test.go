@@ -246,7 +246,9 @@ func mustProblem(tb testing.TB, resp response, status int, slug string) problem 
 // put writes key (escaped path form) = value and returns the new revision.
 func (s *testServer) put(tb testing.TB, key, value string) int64 {
 	tb.Helper()
-	resp := s.do(tb, req{method: http.MethodPut, path: "/v1/kv/" + key, body: value})
+	// As the tests' admin token: ignored by a server without access
+	// control.
+	resp := s.do(tb, req{method: http.MethodPut, path: "/v1/kv/" + key, body: value, header: bearer(tokAdmin.token)})
 	if resp.status != http.StatusOK && resp.status != http.StatusCreated {
 		tb.Fatalf("PUT %s: status %d: %s", key, resp.status, resp.body)
 	}

@@ -27,6 +27,10 @@ func (s *Server) deleteKV(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, err)
 		return
 	}
+	if err := s.authorize(r, modeWrite, kr.key, kr.end); err != nil {
+		s.writeError(w, r, err)
+		return
+	}
 	prevKV, err := queryBool(q, "prev_kv")
 	if err != nil {
 		s.writeError(w, r, err)

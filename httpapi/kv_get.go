@@ -33,6 +33,10 @@ func (s *Server) getKV(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, err)
 		return
 	}
+	if err := s.authorize(r, modeRead, kr.key, kr.end); err != nil {
+		s.writeError(w, r, err)
+		return
+	}
 	rev, err := queryInt(q, "rev", 0, 0, math.MaxInt64)
 	if err != nil {
 		s.writeError(w, r, err)

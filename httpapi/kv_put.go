@@ -23,6 +23,10 @@ func (s *Server) putKV(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, err)
 		return
 	}
+	if err := s.authorize(r, modeWrite, key, nil); err != nil {
+		s.writeError(w, r, err)
+		return
+	}
 	q, err := parseQuery(r)
 	if err != nil {
 		s.writeError(w, r, err)

@@ -29,6 +29,22 @@ var (
 	ErrPreconditionFailed = errors.New("httpapi: precondition failed")
 	// ErrNotReady reports a server that is starting or shutting down.
 	ErrNotReady = errors.New("httpapi: server is not ready")
+	// ErrUnauthorized reports a request without a valid token when access
+	// control is on.
+	ErrUnauthorized = errors.New("httpapi: unauthorized")
+	// ErrForbidden reports a request outside what its token may read or
+	// write.
+	ErrForbidden = errors.New("httpapi: forbidden")
+	// ErrCrossOrigin reports an unsafe request that another site's page
+	// sent with the browser's credentials (or none), refused as a
+	// cross-site request forgery.
+	ErrCrossOrigin = errors.New("httpapi: cross-origin request refused")
+	// ErrRateLimited reports a write over the client's write rate; the
+	// answer's Retry-After says when the next one is allowed.
+	ErrRateLimited = errors.New("httpapi: write rate exceeded")
+	// ErrTooManyStreams reports a watch stream or socket over the client's
+	// limit of open streams.
+	ErrTooManyStreams = errors.New("httpapi: too many open streams")
 	// ErrInternal stands for every error that is not in the table.
 	ErrInternal = errors.New("httpapi: internal error")
 )
@@ -69,6 +85,11 @@ var problemTable = []problemKind{
 	{ErrMethodNotAllowed, http.StatusMethodNotAllowed, "method-not-allowed", "Method not allowed", false},
 	{ErrPreconditionFailed, http.StatusPreconditionFailed, "precondition-failed", "Precondition failed", true},
 	{ErrNotReady, http.StatusServiceUnavailable, "not-ready", "Not ready", false},
+	{ErrUnauthorized, http.StatusUnauthorized, "unauthorized", "Unauthorized", false},
+	{ErrForbidden, http.StatusForbidden, "forbidden", "Forbidden", false},
+	{ErrCrossOrigin, http.StatusForbidden, "cross-origin", "Cross-origin request refused", false},
+	{ErrRateLimited, http.StatusTooManyRequests, "rate-limited", "Too many writes", false},
+	{ErrTooManyStreams, http.StatusTooManyRequests, "too-many-streams", "Too many streams", false},
 	{sse.ErrBadRequest, http.StatusBadRequest, "bad-request", "Bad request", false},
 	{sse.ErrUnavailable, http.StatusServiceUnavailable, "shutting-down", "Shutting down", false},
 	// A client that went away never reads its answer; 499 (as nginx logs
@@ -169,6 +190,9 @@ func (s *Server) writeError(w http.ResponseWriter, r *http.Request, err error) {
 	h.Set("Content-Type", "application/problem+json")
 	h.Set("Cache-Control", "no-store")
 	h.Set("X-Content-Type-Options", "nosniff")
+	if k.err == ErrUnauthorized {
+		h.Set("WWW-Authenticate", `Bearer realm="watchgate"`)
+	}
 	var ra interface{ retryAfter() time.Duration }
 	if errors.As(err, &ra) {
 		// Whole seconds, rounded up: a client that waits that long is let in.

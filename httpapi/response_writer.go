@@ -16,6 +16,8 @@ type responseWriter struct {
 	status      int
 	bytes       int64
 	wroteHeader bool
+	// principal is the name the request acts as, for the access log.
+	principal string
 }
 
 var _ http.Flusher = (*responseWriter)(nil)

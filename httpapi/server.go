@@ -4,15 +4,18 @@ import (
 	"context"
 	"io"
 	"net/http"
+	"net/http/pprof"
 	"strings"
 	"sync/atomic"
 
 	"github.com/go-chi/chi/v5"
 	"github.com/rs/zerolog"
 
+	"github.com/watchgate/watchgate/access"
 	"github.com/watchgate/watchgate/kv"
 	"github.com/watchgate/watchgate/sse"
 	"github.com/watchgate/watchgate/watchhub"
+	"github.com/watchgate/watchgate/web"
 	"github.com/watchgate/watchgate/ws"
 )
 
@@ -33,6 +36,9 @@ const (
 	DefaultMaxKeySize   = 4096
 	DefaultMaxValueSize = 1 << 20
 	DefaultMaxTxnOps    = 128
+	// DefaultMaxStreams bounds the open SSE streams and WebSockets of one
+	// client.
+	DefaultMaxStreams = 1000
 )
 
 // Options configures a Server. The zero value is the documented default.
@@ -68,6 +74,41 @@ type Options struct {
 	// rendered (through the error table) and the path prefix.
 	SSE sse.Options
 	WS  ws.Options
+
+	// Access is the access policy at the start (SetAccess replaces it);
+	// nil lets every request in as access.Anonymous, with every right.
+	Access *access.Policy
+	// AllowQueryToken also takes a token from the access_token query
+	// parameter, for clients that can send neither a header nor a cookie.
+	// A URL ends up in histories and proxy logs, so it is off by default;
+	// the access log never shows it.
+	AllowQueryToken bool
+	// SecureCookies marks the session cookie Secure on cleartext requests
+	// too, for a server behind a TLS-terminating proxy (it is always Secure
+	// over TLS).
+	SecureCookies bool
+	// CORSOrigins lists the browser origins ("https://app.example.com",
+	// scheme://host[:port]) whose pages may call the API (CORS, with
+	// credentials) and open WebSockets, and whose unsafe requests are not
+	// refused as cross-origin; "*" allows every origin for CORS and
+	// WebSocket (without credentials) but trusts none for cookie-carrying
+	// writes. Empty: same origin only. New rejects malformed origins.
+	CORSOrigins []string
+	// WriteRate, when > 0, limits every client (its token, or its IP
+	// address without one) to that many write requests a second on average,
+	// in bursts of WriteBurst (default: WriteRate rounded down, at least
+	// 1); over it a write gets 429 with Retry-After.
+	WriteRate  float64
+	WriteBurst int
+	// MaxStreams bounds the open SSE streams and WebSockets of each client
+	// (token or IP address), default DefaultMaxStreams; over it, 429.
+	MaxStreams int
+	// Metrics is what GET /metrics serves; nil makes new ones
+	// (NewMetrics).
+	Metrics *Metrics
+	// Pprof serves net/http/pprof under /debug/pprof/, behind the same
+	// access control as the API.
+	Pprof bool
 }
 
 // Server is the HTTP API of one store. It is an http.Handler; create it
@@ -83,6 +124,14 @@ type Server struct {
 	// sse and ws are the watch transports; nil without Options.Hub.
 	sse *sse.Handler
 	ws  *ws.Handler
+
+	policy      atomic.Pointer[access.Policy]
+	crossOrigin *http.CrossOriginProtection
+	cors        func(http.Handler) http.Handler // nil: same origin only
+	writes      *writeLimiter                  // nil: no write rate limit
+	streams     *streamLimiter
+	metrics     *Metrics
+	web         http.Handler
 }
 
 // New returns the API for store, not ready (GET /readyz answers 503) until
@@ -101,16 +150,32 @@ func New(store Store, opts Options) (*Server, error) {
 	if opts.Version == "" {
 		opts.Version = "dev"
 	}
-	s := &Server{store: store, opts: opts, log: zerolog.Nop()}
+	if opts.MaxStreams <= 0 {
+		opts.MaxStreams = DefaultMaxStreams
+	}
+	if opts.Metrics == nil {
+		opts.Metrics = NewMetrics()
+	}
+	s := &Server{store: store, opts: opts, log: zerolog.Nop(), metrics: opts.Metrics,
+		streams: newStreamLimiter(opts.MaxStreams)}
 	if opts.Logger != nil {
 		s.log = *opts.Logger
 	}
+	s.policy.Store(opts.Access)
+	if err := s.setOrigins(); err != nil {
+		return nil, err
+	}
+	if opts.WriteRate > 0 {
+		s.writes = newWriteLimiter(opts.WriteRate, opts.WriteBurst)
+	}
+	s.web = web.NewHandler(web.Options{NotFound: http.HandlerFunc(s.notFound)})
 	if opts.Hub != nil {
 		if err := s.newWatchHandlers(); err != nil {
 			return nil, err
 		}
 	}
 	s.handler = s.routes()
+	s.metrics.registerServer(s)
 	return s, nil
 }
 
@@ -124,15 +189,20 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	s.handler.ServeHTTP(w, r)
 }
 
-// routes builds the router. Middleware order, outermost first: request id,
-// access log (which also adds the revision headers), recoverer.
+// routes builds the router. Middleware order, outermost first: request
+// id, access log (which also adds the revision headers and records the
+// metrics), recoverer, CORS, authentication. Public routes (health, the
+// dashboard, the document, signing in) need no token; every other route
+// needs one when access control is on, and writes count against the write
+// rate.
 func (s *Server) routes() http.Handler {
 	r := chi.NewRouter()
 	r.Use(requestIDMiddleware, s.accessLogMiddleware, s.recovererMiddleware)
-	r.NotFound(func(w http.ResponseWriter, r *http.Request) {
-		s.writeError(w, r, &requestError{kind: ErrNotFound,
-			msg: "no resource at " + r.URL.EscapedPath()})
-	})
+	if s.cors != nil {
+		r.Use(s.cors)
+	}
+	r.Use(s.authenticate)
+	r.NotFound(s.notFound)
 	r.MethodNotAllowed(func(w http.ResponseWriter, req *http.Request) {
 		allowed := allowedMethods(r, req)
 		w.Header().Set("Allow", strings.Join(allowed, ", "))
@@ -140,22 +210,49 @@ func (s *Server) routes() http.Handler {
 			msg: req.Method + " is not allowed here; allowed: " + strings.Join(allowed, ", ")})
 	})
 
-	r.Get("/v1/kv/*", s.getKV)
-	r.Head("/v1/kv/*", s.getKV)
-	r.Put("/v1/kv/*", s.putKV)
-	r.Delete("/v1/kv/*", s.deleteKV)
-	r.Post("/v1/txn", s.txn)
-	r.Post("/v1/compact", s.compact)
-	r.Get("/v1/status", s.status)
-	r.Get("/v1/snapshot", s.snapshot)
 	r.Get("/healthz", s.healthz)
 	r.Get("/readyz", s.readyz)
 	r.Get("/openapi.yaml", s.openapi)
-	if s.sse != nil {
-		r.Get("/v1/watch/*", s.watch)
-		r.Get("/v1/ws", s.ws.ServeHTTP)
+	for _, p := range web.Patterns {
+		r.Get(p, s.web.ServeHTTP)
+		r.Head(p, s.web.ServeHTTP)
 	}
+	r.Post("/v1/session", s.createSession)
+	r.Delete("/v1/session", s.deleteSession)
+
+	r.Group(func(r chi.Router) {
+		r.Use(s.requireAuth)
+		r.Get("/v1/session", s.getSession)
+		r.Get("/v1/kv/*", s.getKV)
+		r.Head("/v1/kv/*", s.getKV)
+		r.Get("/v1/status", s.status)
+		r.Get("/v1/snapshot", s.snapshot)
+		r.Method(http.MethodGet, "/metrics", s.serveMetrics())
+		if s.sse != nil {
+			r.Get("/v1/watch/*", s.watch)
+			r.Get("/v1/ws", s.serveWS)
+		}
+		if s.opts.Pprof {
+			r.HandleFunc("/debug/pprof/*", pprof.Index)
+			r.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
+			r.HandleFunc("/debug/pprof/profile", pprof.Profile)
+			r.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+			r.HandleFunc("/debug/pprof/trace", pprof.Trace)
+		}
+		r.Group(func(r chi.Router) {
+			r.Use(s.limitWrites)
+			r.Put("/v1/kv/*", s.putKV)
+			r.Delete("/v1/kv/*", s.deleteKV)
+			r.Post("/v1/txn", s.txn)
+			r.Post("/v1/compact", s.compact)
+		})
+	})
 	return r
+}
+
+// notFound answers a path no route serves.
+func (s *Server) notFound(w http.ResponseWriter, r *http.Request) {
+	s.writeError(w, r, &requestError{kind: ErrNotFound, msg: "no resource at " + r.URL.EscapedPath()})
 }
 
 // allowedMethods lists the methods that some route serves at req's path,

@@ -52,13 +52,13 @@ func TestRoutingErrors(t *testing.T) {
 		slug   string
 		allow  string
 	}{
-		{req{path: "/"}, 404, "not-found", ""},
+		{req{path: "/nowhere/"}, 404, "not-found", ""},
 		{req{path: "/v1/nothing"}, 404, "not-found", ""},
 		{req{path: "/v1/kv"}, 404, "not-found", ""},
 		{req{method: http.MethodPost, path: "/v1/kv/a", body: "x"}, 405, "method-not-allowed", "GET, HEAD, PUT, DELETE"},
 		{req{method: http.MethodGet, path: "/v1/txn"}, 405, "method-not-allowed", "POST"},
 		{req{method: http.MethodDelete, path: "/v1/status"}, 405, "method-not-allowed", "GET"},
-		{req{path: "/", h2: true}, 404, "not-found", ""},
+		{req{path: "/nowhere", h2: true}, 404, "not-found", ""},
 	} {
 		t.Run(tc.r.method+" "+tc.r.path, func(t *testing.T) {
 			resp := s.do(t, tc.r)

@@ -14,6 +14,10 @@ import (
 // holds (X-Revision) and its length, and a failure is a clean 5xx rather
 // than a cut stream.
 func (s *Server) snapshot(w http.ResponseWriter, r *http.Request) {
+	if err := s.authorize(r, modeRead, nil, everyKey); err != nil {
+		s.writeError(w, r, err)
+		return
+	}
 	f, err := os.CreateTemp(s.opts.TempDir, "watchgate-snapshot-*.db")
 	if err != nil {
 		s.writeError(w, r, err)

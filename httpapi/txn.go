@@ -332,6 +332,10 @@ func (s *Server) txn(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, err)
 		return
 	}
+	if err := s.authorizeTxn(r, &t.TxnRequest); err != nil {
+		s.writeError(w, r, err)
+		return
+	}
 	resp, err := s.store.Txn(r.Context(), t.TxnRequest)
 	if err != nil {
 		s.writeError(w, r, err)
@@ -402,4 +406,31 @@ func appendOpResult(b []byte, res *kv.OpResult, op *kv.Op, prev bool) ([]byte, e
 		b = strconv.AppendBool(b, res.Range.More && !op.CountOnly)
 	}
 	return append(b, "}}"...), nil
+}
+
+// authorizeTxn checks every key a transaction may touch, whichever branch
+// runs: a compare reads its key (its outcome tells of the value), a get
+// reads its range, a put writes its key, a delete writes its range.
+func (s *Server) authorizeTxn(r *http.Request, t *kv.TxnRequest) error {
+	for i := range t.Compare {
+		if err := s.authorize(r, modeRead, t.Compare[i].Key, nil); err != nil {
+			return prefixErr("compare["+strconv.Itoa(i)+"]", err)
+		}
+	}
+	for _, br := range []struct {
+		name string
+		ops  []kv.Op
+	}{{"success", t.Success}, {"failure", t.Failure}} {
+		for i := range br.ops {
+			op := &br.ops[i]
+			mode := modeWrite
+			if op.Type == kv.OpGet {
+				mode = modeRead
+			}
+			if err := s.authorize(r, mode, op.Key, op.End); err != nil {
+				return prefixErr(br.name+"["+strconv.Itoa(i)+"]", err)
+			}
+		}
+	}
+	return nil
 }

@@ -3,7 +3,10 @@ package httpapi
 import (
 	"context"
 	"net/http"
+	"strconv"
+	"time"
 
+	"github.com/watchgate/watchgate/access"
 	"github.com/watchgate/watchgate/sse"
 	"github.com/watchgate/watchgate/ws"
 )
@@ -28,6 +31,13 @@ func (s *Server) newWatchHandlers() error {
 
 	wo := s.opts.WS
 	wo.MaxKeySize = s.opts.MaxKeySize
+	wo.Authorize = s.authorizeWatch
+	wo.Expires = func(r *http.Request) time.Time {
+		if p := Principal(r.Context()); p != nil {
+			return p.Expires
+		}
+		return time.Time{}
+	}
 	if wo.Logger == nil {
 		l := s.log.With().Str("transport", "ws").Logger()
 		wo.Logger = &l
@@ -54,7 +64,51 @@ func (s *Server) watch(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, err)
 		return
 	}
+	// The same normalised range the hub matches with: End nil for one
+	// key, kv.PrefixEnd for a prefix, {0} for every key from Key on.
+	if err := s.authorize(r, modeRead, req.Key, req.End); err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	release, ok := s.limitStreams(w, r)
+	if !ok {
+		return
+	}
+	defer release()
 	s.sse.Serve(w, r, req)
+}
+
+// serveWS serves GET /v1/ws: the handshake is authenticated (requireAuth)
+// and counted against the client's streams for the socket's lifetime; each
+// watch on it is authorized by authorizeWatch.
+func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
+	release, ok := s.limitStreams(w, r)
+	if !ok {
+		return
+	}
+	defer release()
+	s.ws.ServeHTTP(w, r)
+}
+
+// authorizeWatch is the WebSocket handler's check of each watch: the
+// handshake's token is checked again against the current policy (a token
+// revoked by a reload opens no new watch; the watches it opened go on), and
+// must allow reading the watch's whole normalised range. Its errors are
+// the watch's error message: 401 or 403.
+func (s *Server) authorizeWatch(r *http.Request, key, end []byte) error {
+	p := access.Anonymous
+	if policy := s.policy.Load(); policy != nil {
+		var err error
+		if p, err = policy.Authenticate(authOf(r.Context()).token, time.Now()); err != nil {
+			return &ws.Problem{Err: ws.ErrForbidden, Type: ProblemTypePrefix + "unauthorized", Title: "Unauthorized",
+				Status: http.StatusUnauthorized, Detail: unauthorized(err).(*requestError).msg}
+		}
+	}
+	if !p.CanRead(key, end) {
+		return &ws.Problem{Err: ws.ErrForbidden, Type: ProblemTypePrefix + "forbidden", Title: "Forbidden",
+			Status: http.StatusForbidden, Detail: "token " + strconv.Quote(p.Name) + " may not read " + describeRange(key, end)}
+	}
+	return nil
 }
 
 // Shutdown begins to shut the watch transports down and returns at once:

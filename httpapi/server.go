@@ -128,7 +128,7 @@ type Server struct {
 	policy      atomic.Pointer[access.Policy]
 	crossOrigin *http.CrossOriginProtection
 	cors        func(http.Handler) http.Handler // nil: same origin only
-	writes      *writeLimiter                  // nil: no write rate limit
+	writes      *writeLimiter                   // nil: no write rate limit
 	streams     *streamLimiter
 	metrics     *Metrics
 	web         http.Handler

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"math"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 )
@@ -243,3 +244,6 @@ func textTable(rows []row) string {
 	}
 	return b.String()
 }
+
+// formatCount prints a count with thousands separated: 10,000.
+func formatCount(n int) string { return groupThousands(strconv.Itoa(n)) }

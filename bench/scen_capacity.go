@@ -86,7 +86,7 @@ func capacityCase(ctx context.Context, e *env, transport string, n int) error {
 	if err := p.alive(); err != nil {
 		return err
 	}
-	cas := formatValue(float64(n)) + " idle watches"
+	cas := formatCount(n) + " idle watches"
 	perWatch := float64(held.RSS-base.RSS) / float64(n)
 	e.logf("capacity %s: %d watches in %v; RSS %.0f → %.0f MiB (HWM %.0f MiB), %.0f bytes a watch",
 		target, n, d.Round(time.Millisecond), mib(base.RSS), mib(held.RSS), mib(held.HWM), perWatch)

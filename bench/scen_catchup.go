@@ -150,7 +150,7 @@ func runCatchup(ctx context.Context, e *env) error {
 		return err
 	}
 	defer closeAll()
-	cas := formatValue(float64(cfg.catchup)) + " revisions behind"
+	cas := formatCount(cfg.catchup) + " revisions behind"
 	// Fill each system once; the watchgate transports share watchgate's
 	// history.
 	type span struct{ first, last int64 }

@@ -94,7 +94,7 @@ func runFanout(ctx context.Context, e *env) error {
 	defer srv.stop()
 	value := benchValue(cfg.valueSize)
 	for _, n := range cfg.fanout {
-		cas := fmt.Sprintf("%s watchers", formatValue(float64(n)))
+		cas := fmt.Sprintf("%s watchers", formatCount(n))
 		ts, closeAll, err := watchTargets(cfg, srv, cfg.fanoutTransports, 0, 1)
 		if err != nil {
 			return err
@@ -142,7 +142,7 @@ func fanoutCase(ctx context.Context, e *env, srv *servers, ts []*watchTarget, n 
 		if err := t.fleet.add(ctx, specs); err != nil {
 			return fmt.Errorf("%s: opening %d watchers: %w", t.name, n, err)
 		}
-		e.logf("fanout %s: %s watchers open in %v", t.name, formatValue(float64(n)), time.Since(start).Round(time.Millisecond))
+		e.logf("fanout %s: %s watchers open in %v", t.name, formatCount(n), time.Since(start).Round(time.Millisecond))
 	}
 	// One unmeasured write each warms the path, then the timed ones.
 	for rep := -1; rep < e.cfg.fanoutRepeats; rep++ {

@@ -10,7 +10,7 @@ import (
 
 // matchingCase names the case of n watchers on other keys.
 func matchingCase(n int) string {
-	return formatValue(float64(n)) + " other watchers"
+	return formatCount(n) + " other watchers"
 }
 
 // runMatching is scenario 4: write throughput with 0 and with many

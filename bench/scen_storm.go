@@ -29,7 +29,7 @@ func runStorm(ctx context.Context, e *env) error {
 	if cfg.stormShared {
 		mode = "shared prefix"
 	}
-	cas := fmt.Sprintf("%s watchers × %s revisions behind, %s", formatValue(float64(W)), formatValue(float64(S)), mode)
+	cas := fmt.Sprintf("%s watchers × %s revisions behind, %s", formatCount(W), formatCount(S), mode)
 	ts, closeAll, err := watchTargets(cfg, srv, []string{"ws", "sse"}, 0, 1)
 	if err != nil {
 		return err

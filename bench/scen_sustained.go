@@ -72,7 +72,7 @@ func runSustained(ctx context.Context, e *env) error {
 		return err
 	}
 	defer closeAll()
-	cas := fmt.Sprintf("%s watchers, %s writes/s", formatValue(float64(cfg.susWatchers)), formatValue(float64(cfg.susRate)))
+	cas := fmt.Sprintf("%s watchers, %s writes/s", formatCount(cfg.susWatchers), formatCount(cfg.susRate))
 	for _, t := range ts {
 		specs := make([]watchSpec, cfg.susWatchers)
 		for i := range specs {

@@ -33,6 +33,7 @@ const (
 	// queue is larger than the hub's default for one stream.
 	DefaultQueueResponses = 8192
 	DefaultQueueBytes     = 8 << 20
+	QueueBytesPerWatch    = 512
 )
 
 // Options configures a Handler. The zero value is the documented default.
@@ -81,11 +82,12 @@ type Options struct {
 	// A single revision larger than it still goes whole in one message.
 	MaxEventsMessage int
 	// Stream bounds the socket's queue on the hub (watchhub.StreamOptions;
-	// its ProgressInterval is set from ProgressInterval). A zero
-	// MaxQueueResponses is the larger of DefaultQueueResponses and
-	// MaxWatches, so that one write that reaches every watch of a socket
-	// fits its queue; a zero MaxQueueBytes is DefaultQueueBytes; a zero
-	// MaxPendingBytes is the hub's default. A socket whose client stops
+	// its ProgressInterval is set from ProgressInterval). So that one
+	// small write that reaches every watch of a socket fits its queue, a
+	// zero MaxQueueResponses is the larger of DefaultQueueResponses and
+	// MaxWatches, a zero MaxQueueBytes the larger of DefaultQueueBytes and
+	// MaxWatches * QueueBytesPerWatch; a zero MaxPendingBytes is the hub's
+	// default. A socket whose client stops
 	// reading holds at most about MaxQueueBytes + MaxPendingBytes of
 	// events (as the hub accounts them; events shared with other sockets
 	// are counted in full), then its watches catch up from history.
@@ -120,7 +122,7 @@ func (o *Options) setDefaults() {
 		o.Stream.MaxQueueResponses = max(DefaultQueueResponses, o.MaxWatches)
 	}
 	if o.Stream.MaxQueueBytes <= 0 {
-		o.Stream.MaxQueueBytes = DefaultQueueBytes
+		o.Stream.MaxQueueBytes = max(DefaultQueueBytes, o.MaxWatches*QueueBytesPerWatch)
 	}
 	o.Stream.ProgressInterval = o.ProgressInterval
 }

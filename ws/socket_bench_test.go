@@ -100,7 +100,8 @@ func BenchmarkDeliver(b *testing.B) {
 		stream           watchhub.StreamOptions
 	}{
 		// The handler's default queue: the larger of 8192 responses and
-		// MaxWatches, 8 MiB.
+		// MaxWatches (here the number of watches), of 8 MiB and 512 bytes
+		// a watch.
 		{"queue=default", 1, 100000, watchhub.StreamOptions{}},
 		{"queue=default", 100, 1000, watchhub.StreamOptions{}},
 		// A queue that holds the whole write.

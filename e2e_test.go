@@ -91,10 +91,10 @@ type process struct {
 }
 
 // startBinary runs the binary on a loopback port with its store in dir,
-// configured through the environment, and waits until it listens.
-func startBinary(t *testing.T, dir string) *process {
+// configured through the environment and args, and waits until it listens.
+func startBinary(t *testing.T, dir string, args ...string) *process {
 	t.Helper()
-	cmd := exec.Command(buildBinary(t))
+	cmd := exec.Command(buildBinary(t), args...)
 	for _, kv := range os.Environ() {
 		if !strings.HasPrefix(kv, "WATCHGATE_") {
 			cmd.Env = append(cmd.Env, kv)

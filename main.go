@@ -4,11 +4,15 @@
 //
 // Usage:
 //
-//	watchgate [flags]
+//	watchgate [flags]              serve
+//	watchgate healthcheck [flags]  exit 0 when the server at --addr answers /healthz
+//	watchgate token                print a new random token and its sha256 for an access file
+//	watchgate hash-token           print the sha256 of the token read from stdin
 //
 // Every flag also reads an environment variable: --addr from WATCHGATE_ADDR,
 // --retain-revisions from WATCHGATE_RETAIN_REVISIONS, and so on; a flag on
 // the command line wins over the environment. `watchgate -h` lists them.
+// SIGHUP reloads the access file; SIGINT and SIGTERM shut down gracefully.
 package main
 
 import (
@@ -31,9 +35,11 @@ import (
 
 	"github.com/rs/zerolog"
 
+	"github.com/watchgate/watchgate/access"
 	"github.com/watchgate/watchgate/httpapi"
 	"github.com/watchgate/watchgate/kv"
 	"github.com/watchgate/watchgate/watchhub"
+	"github.com/watchgate/watchgate/ws"
 )
 
 //go:embed openapi.yaml
@@ -41,16 +47,11 @@ var openapiYAML []byte
 
 // Server timeouts. There is deliberately no WriteTimeout or ReadTimeout:
 // watch streams live for hours; handlers that read a body bound it
-// themselves.
+// themselves, and streams bound each write.
 const (
-	readHeaderTimeout = 10 * time.Second
-	idleTimeout       = 120 * time.Second
-	shutdownTimeout   = 10 * time.Second
+	shutdownTimeout = 10 * time.Second
 
-	// HTTP/2: streams per connection (every watch of a browser tab shares
-	// one connection) and the keepalive pings of connections that only
-	// receive.
-	http2MaxStreams   = 4096
+	// HTTP/2 keepalive pings of connections that only receive.
 	http2PingInterval = 30 * time.Second
 	http2PingTimeout  = 15 * time.Second
 )
@@ -58,7 +59,12 @@ const (
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	err := run(ctx, os.Args[1:], os.Getenv, os.Stderr)
+	var err error
+	if len(os.Args) > 1 && commands[os.Args[1]] != nil {
+		err = commands[os.Args[1]](os.Args[2:], os.Getenv, os.Stdin, os.Stdout, os.Stderr)
+	} else {
+		err = run(ctx, os.Args[1:], os.Getenv, os.Stderr)
+	}
 	switch {
 	case err == nil:
 	case errors.Is(err, flag.ErrHelp):
@@ -83,11 +89,21 @@ type config struct {
 	retainRevisions int64
 	retainDuration  time.Duration
 	accessFile      string
-	corsOrigins     string
+	allowQueryToken bool
+	secureCookies   bool
+	corsOrigins     []string
 	logLevel        zerolog.Level
 	maxKeySize      int
 	maxValueSize    int
 	maxTxnOps       int
+	writeRate       float64
+	writeBurst      int
+	maxStreams      int
+	maxWatches      int
+	readHeaderTO    time.Duration
+	idleTO          time.Duration
+	http2MaxStreams int
+	pprof           bool
 }
 
 // envName is the environment variable of a flag: --max-key-size reads
@@ -100,7 +116,7 @@ func envName(flagName string) string {
 // the defaults.
 func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (config, error) {
 	var c config
-	var level string
+	var level, origins string
 	fs := flag.NewFlagSet("watchgate", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	fs.StringVar(&c.addr, "addr", ":8080", "listen address (HTTP/1.1 and cleartext HTTP/2)")
@@ -109,12 +125,22 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (c
 	fs.StringVar(&c.tlsKey, "tls-key", "", "TLS private key file, with --tls-cert")
 	fs.Int64Var(&c.retainRevisions, "retain-revisions", 0, "keep only the last N revisions of history (0 keeps all)")
 	fs.DurationVar(&c.retainDuration, "retain-duration", 0, "keep only the last D of history, as 24h (0 keeps all)")
-	fs.StringVar(&c.accessFile, "access-file", "", "file of tokens and their key prefixes (anonymous access when absent)")
-	fs.StringVar(&c.corsOrigins, "cors-origins", "", "comma-separated origins allowed for CORS and WebSocket (same origin when absent)")
+	fs.StringVar(&c.accessFile, "access-file", "", "YAML or JSON file of hashed tokens and their key prefixes, reloaded on SIGHUP (anonymous access when absent)")
+	fs.BoolVar(&c.allowQueryToken, "allow-query-token", false, "also accept a token in the access_token query parameter (never logged)")
+	fs.BoolVar(&c.secureCookies, "secure-cookies", false, "mark the session cookie Secure on cleartext too (behind a TLS proxy)")
+	fs.StringVar(&origins, "cors-origins", "", "comma-separated origins (https://app.example) allowed for CORS and WebSocket, or * (same origin when absent)")
 	fs.StringVar(&level, "log-level", "info", "log level: trace, debug, info, warn, error, fatal, panic or disabled")
 	fs.IntVar(&c.maxKeySize, "max-key-size", httpapi.DefaultMaxKeySize, "largest key in bytes")
 	fs.IntVar(&c.maxValueSize, "max-value-size", httpapi.DefaultMaxValueSize, "largest value in bytes")
 	fs.IntVar(&c.maxTxnOps, "max-txn-ops", httpapi.DefaultMaxTxnOps, "most compares, and operations per branch, in one transaction")
+	fs.Float64Var(&c.writeRate, "write-rate", 0, "write requests a second allowed to each client (token, or IP address without one); 0 is unlimited")
+	fs.IntVar(&c.writeBurst, "write-burst", 0, "writes a client may make at once above --write-rate (default: the rate, at least 1)")
+	fs.IntVar(&c.maxStreams, "max-streams", httpapi.DefaultMaxStreams, "open SSE streams and WebSockets allowed to each client")
+	fs.IntVar(&c.maxWatches, "max-watches-per-socket", ws.DefaultMaxWatches, "watches allowed on one WebSocket")
+	fs.DurationVar(&c.readHeaderTO, "read-header-timeout", 10*time.Second, "time a client has to send a request's headers")
+	fs.DurationVar(&c.idleTO, "idle-timeout", 120*time.Second, "time an idle keep-alive connection is kept open")
+	fs.IntVar(&c.http2MaxStreams, "http2-max-streams", 1000, "concurrent HTTP/2 streams (watches) on one connection")
+	fs.BoolVar(&c.pprof, "pprof", false, "serve net/http/pprof under /debug/pprof/ (behind access control)")
 	fs.VisitAll(func(f *flag.Flag) { f.Usage += " [$" + envName(f.Name) + "]" })
 
 	var envErrs []error
@@ -151,6 +177,23 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (c
 		return config{}, fmt.Errorf("%w: --max-key-size, --max-value-size and --max-txn-ops must be at least 1", errUsage)
 	case c.data == "":
 		return config{}, fmt.Errorf("%w: --data must name a directory", errUsage)
+	case c.writeRate < 0 || c.writeBurst < 0:
+		return config{}, fmt.Errorf("%w: --write-rate and --write-burst must not be negative", errUsage)
+	case c.maxStreams < 1 || c.maxWatches < 1 || c.http2MaxStreams < 1:
+		return config{}, fmt.Errorf("%w: --max-streams, --max-watches-per-socket and --http2-max-streams must be at least 1", errUsage)
+	case c.readHeaderTO <= 0 || c.idleTO <= 0:
+		return config{}, fmt.Errorf("%w: --read-header-timeout and --idle-timeout must be positive", errUsage)
+	}
+	for _, o := range strings.Split(origins, ",") {
+		if o = strings.TrimSpace(o); o == "" {
+			continue
+		}
+		if o != "*" {
+			if _, err := httpapi.NormalizeOrigin(o); err != nil {
+				return config{}, fmt.Errorf("%w: --cors-origins: %v", errUsage, err)
+			}
+		}
+		c.corsOrigins = append(c.corsOrigins, o)
 	}
 	return c, nil
 }
@@ -164,11 +207,13 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 		return err
 	}
 	log := zerolog.New(stderr).Level(cfg.logLevel).With().Timestamp().Logger()
+	// The access file is read before anything starts, so a bad one fails
+	// the start rather than serving without access control.
+	var policy *access.Policy
 	if cfg.accessFile != "" {
-		return fmt.Errorf("%w: --access-file: access control is not available in this version; refusing to serve without it", errUsage)
-	}
-	if cfg.corsOrigins != "" {
-		return fmt.Errorf("%w: --cors-origins: cross-origin access is not available in this version", errUsage)
+		if policy, err = access.Load(cfg.accessFile); err != nil {
+			return fmt.Errorf("%w: --access-file: %v", errUsage, err)
+		}
 	}
 
 	if err := os.MkdirAll(cfg.data, 0o750); err != nil {
@@ -197,8 +242,11 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 	if err != nil {
 		return errors.Join(fmt.Errorf("starting the watch hub: %w", err), closeStore())
 	}
+	metrics := httpapi.NewMetrics()
+	_, unsubscribe := store.Subscribe(metrics.ObserveCommits)
 	closeAll := func() error {
 		hub.Close()
+		unsubscribe()
 		return closeStore()
 	}
 
@@ -212,21 +260,32 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 		Version:      version(),
 		TempDir:      cfg.data,
 		Hub:          hub,
+		WS:           ws.Options{MaxWatches: cfg.maxWatches},
+
+		Access:          policy,
+		AllowQueryToken: cfg.allowQueryToken,
+		SecureCookies:   cfg.secureCookies,
+		CORSOrigins:     cfg.corsOrigins,
+		WriteRate:       cfg.writeRate,
+		WriteBurst:      cfg.writeBurst,
+		MaxStreams:      cfg.maxStreams,
+		Metrics:         metrics,
+		Pprof:           cfg.pprof,
 	})
 	if err != nil {
 		return errors.Join(err, closeAll())
 	}
 	srv := &http.Server{
 		Handler:           api,
-		ReadHeaderTimeout: readHeaderTimeout,
-		IdleTimeout:       idleTimeout,
+		ReadHeaderTimeout: cfg.readHeaderTO,
+		IdleTimeout:       cfg.idleTO,
 		ErrorLog:          stdlog.New(httpLog, "", 0),
 		Protocols:         new(http.Protocols),
 		HTTP2: &http.HTTP2Config{
 			// Browsers and HTTP/2 clients carry every watch of an origin
 			// on one connection; the default of 250 streams would make
 			// the 251st watch wait (browsers) or dial again.
-			MaxConcurrentStreams: http2MaxStreams,
+			MaxConcurrentStreams: cfg.http2MaxStreams,
 			// Detects a dead peer of a connection that only receives.
 			SendPingTimeout: http2PingInterval,
 			PingTimeout:     http2PingTimeout,
@@ -265,16 +324,29 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 	// Logged once ready: the line tells a supervisor (and the tests) that
 	// the server takes traffic at addr.
 	rev, compact := store.Revisions()
+	tokens := -1 // anonymous
+	if policy != nil {
+		tokens = policy.Len()
+	}
 	log.Info().Str("addr", ln.Addr().String()).Bool("tls", useTLS).Str("data", cfg.data).
 		Int64("revision", rev).Int64("compact_revision", compact).Str("version", version()).
+		Int("access_tokens", tokens).Strs("cors_origins", cfg.corsOrigins).
 		Msg("listening")
 
-	select {
-	case err := <-served:
-		// Serve returns early only when the listener fails.
-		api.SetReady(false)
-		return errors.Join(fmt.Errorf("serve: %w", err), closeAll())
-	case <-ctx.Done():
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+	for done := false; !done; {
+		select {
+		case err := <-served:
+			// Serve returns early only when the listener fails.
+			api.SetReady(false)
+			return errors.Join(fmt.Errorf("serve: %w", err), closeAll())
+		case <-hup:
+			reloadAccess(cfg.accessFile, api, log)
+		case <-ctx.Done():
+			done = true
+		}
 	}
 
 	// Shutdown order: not ready -> stop accepting, end streams, close
@@ -297,11 +369,29 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 	}
 	hub.Close()
 	log.Info().Msg("watch hub closed")
+	unsubscribe()
 	if err := closeStore(); err != nil {
 		return err
 	}
 	log.Info().Msg("stopped")
 	return nil
+}
+
+// reloadAccess reads the access file again and gives it to the API; a
+// file that does not load leaves the old policy in force. Requests and
+// streams already admitted keep their check.
+func reloadAccess(path string, api *httpapi.Server, log zerolog.Logger) {
+	if path == "" {
+		log.Info().Msg("SIGHUP: no --access-file to reload")
+		return
+	}
+	p, err := access.Load(path)
+	if err != nil {
+		log.Error().Err(err).Msg("SIGHUP: the access file did not load; the previous one stays in force")
+		return
+	}
+	api.SetAccess(p)
+	log.Info().Int("access_tokens", p.Len()).Msg("access file reloaded")
 }
 
 // version is the module version the binary was built from, or "dev".
@@ -310,4 +400,78 @@ func version() string {
 		return bi.Main.Version
 	}
 	return "dev"
+}
+
+// commands are the subcommands: watchgate NAME args...
+var commands = map[string]func(args []string, getenv func(string) string, stdin io.Reader, stdout, stderr io.Writer) error{
+	"healthcheck": healthcheck,
+	"token":       newToken,
+	"hash-token":  hashToken,
+}
+
+// healthcheck GETs /healthz of the server that the same flags and
+// environment would start (its --addr, on loopback when it listens on every
+// address; https when --tls-cert is set, without verifying the certificate
+// of this local check) and fails unless it answers 200. It serves as the
+// container's HEALTHCHECK, where no curl is installed.
+func healthcheck(args []string, getenv func(string) string, _ io.Reader, stdout, stderr io.Writer) error {
+	cfg, err := parseConfig(args, getenv, stderr)
+	if err != nil {
+		return err
+	}
+	host, port, err := net.SplitHostPort(cfg.addr)
+	if err != nil {
+		return fmt.Errorf("%w: --addr %q: %v", errUsage, cfg.addr, err)
+	}
+	if ip := net.ParseIP(host); host == "" || (ip != nil && ip.IsUnspecified()) {
+		host = "127.0.0.1"
+	}
+	scheme := "http"
+	tr := &http.Transport{}
+	if cfg.tlsCert != "" {
+		scheme = "https"
+		tr.TLSClientConfig = &tls.Config{InsecureSkipVerify: true}
+	}
+	client := &http.Client{Transport: tr, Timeout: 5 * time.Second}
+	url := scheme + "://" + net.JoinHostPort(host, port) + "/healthz"
+	resp, err := client.Get(url)
+	if err != nil {
+		return fmt.Errorf("healthcheck: %w", err)
+	}
+	defer resp.Body.Close()
+	io.Copy(io.Discard, io.LimitReader(resp.Body, 1<<16))
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("healthcheck: GET %s: %s", url, resp.Status)
+	}
+	fmt.Fprintln(stdout, "ok")
+	return nil
+}
+
+// newToken prints a new random token and the access file entry of its
+// hash. The token is shown only here; the server keeps only the hash.
+func newToken(args []string, _ func(string) string, _ io.Reader, stdout, _ io.Writer) error {
+	if len(args) > 0 {
+		return fmt.Errorf("%w: token takes no arguments", errUsage)
+	}
+	t := access.NewToken()
+	fmt.Fprintf(stdout, "token:  %s\nsha256: %s\n", t, access.HashHex(t))
+	return nil
+}
+
+// hashToken prints the hex SHA-256 of the token on stdin (one line; the
+// line end is not part of it), as the access file's sha256 member wants.
+func hashToken(args []string, _ func(string) string, stdin io.Reader, stdout, _ io.Writer) error {
+	if len(args) > 0 {
+		return fmt.Errorf("%w: hash-token reads the token from stdin and takes no arguments", errUsage)
+	}
+	b, err := io.ReadAll(io.LimitReader(stdin, 64<<10))
+	if err != nil {
+		return err
+	}
+	t := strings.TrimRight(string(b), "\r\n")
+	if t == "" || strings.ContainsAny(t, "\r\n") {
+		return fmt.Errorf("%w: hash-token wants one token on stdin", errUsage)
+	}
+	fmt.Fprintln(stdout, access.HashHex(t))
+	return nil
 }

@@ -13,6 +13,7 @@ import (
 	"encoding/pem"
 	"errors"
 	"flag"
+	"fmt"
 	"io"
 	"math/big"
 	"net"
@@ -30,7 +31,8 @@ import (
 
 func TestParseConfig(t *testing.T) {
 	defaults := config{addr: ":8080", data: "./data", logLevel: zerolog.InfoLevel,
-		maxKeySize: 4096, maxValueSize: 1 << 20, maxTxnOps: 128}
+		maxKeySize: 4096, maxValueSize: 1 << 20, maxTxnOps: 128, maxStreams: 1000, maxWatches: 10000,
+		readHeaderTO: 10 * time.Second, idleTO: 120 * time.Second, http2MaxStreams: 1000}
 	with := func(f func(*config)) config {
 		c := defaults
 		f(&c)
@@ -58,6 +60,26 @@ func TestParseConfig(t *testing.T) {
 			}), nil},
 		{"flag wins over environment", []string{"--addr", ":1"}, map[string]string{"WATCHGATE_ADDR": ":2"},
 			with(func(c *config) { c.addr = ":1" }), nil},
+		{"access and limits", []string{"--access-file", "a.yaml", "--allow-query-token", "--secure-cookies",
+			"--cors-origins", " https://a.example, http://localhost:3000 ,", "--write-rate", "2.5", "--write-burst", "5",
+			"--max-streams", "7", "--max-watches-per-socket", "8", "--read-header-timeout", "3s", "--idle-timeout", "1m",
+			"--http2-max-streams", "2000", "--pprof"}, nil,
+			with(func(c *config) {
+				c.accessFile, c.allowQueryToken, c.secureCookies = "a.yaml", true, true
+				c.corsOrigins = []string{"https://a.example", "http://localhost:3000"}
+				c.writeRate, c.writeBurst, c.maxStreams, c.maxWatches = 2.5, 5, 7, 8
+				c.readHeaderTO, c.idleTO, c.http2MaxStreams, c.pprof = 3*time.Second, time.Minute, 2000, true
+			}), nil},
+		{"access from the environment", nil, map[string]string{"WATCHGATE_ACCESS_FILE": "b.json", "WATCHGATE_CORS_ORIGINS": "*",
+			"WATCHGATE_WRITE_RATE": "10", "WATCHGATE_ALLOW_QUERY_TOKEN": "true"},
+			with(func(c *config) {
+				c.accessFile, c.corsOrigins, c.writeRate, c.allowQueryToken = "b.json", []string{"*"}, 10, true
+			}), nil},
+		{"bad origin", []string{"--cors-origins", "app.example"}, nil, config{}, errUsage},
+		{"origin with a path", []string{"--cors-origins", "https://app.example/x"}, nil, config{}, errUsage},
+		{"negative rate", []string{"--write-rate", "-1"}, nil, config{}, errUsage},
+		{"zero streams", []string{"--max-streams", "0"}, nil, config{}, errUsage},
+		{"zero header timeout", []string{"--read-header-timeout", "0"}, nil, config{}, errUsage},
 		{"bad environment value", nil, map[string]string{"WATCHGATE_MAX_TXN_OPS": "many"}, config{}, errUsage},
 		{"unknown flag", []string{"--nope"}, nil, config{}, errUsage},
 		{"argument", []string{"serve"}, nil, config{}, errUsage},
@@ -85,20 +107,69 @@ func TestUsageNamesEnvironment(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, name := range []string{"addr", "data", "tls-cert", "tls-key", "retain-revisions", "retain-duration",
-		"access-file", "cors-origins", "log-level", "max-key-size", "max-value-size", "max-txn-ops"} {
+		"access-file", "allow-query-token", "secure-cookies", "cors-origins", "log-level", "max-key-size", "max-value-size",
+		"max-txn-ops", "write-rate", "write-burst", "max-streams", "max-watches-per-socket", "read-header-timeout",
+		"idle-timeout", "http2-max-streams", "pprof"} {
 		if !strings.Contains(out.String(), "-"+name) || !strings.Contains(out.String(), "$"+envName(name)) {
 			t.Errorf("usage lacks --%s or $%s:\n%s", name, envName(name), out.String())
 		}
 	}
 }
 
-func TestRunRefusesUnavailableFeatures(t *testing.T) {
-	for _, args := range [][]string{{"--access-file", "tokens"}, {"--cors-origins", "https://a.example"}} {
-		err := run(context.Background(), append(args, "--data", t.TempDir(), "--addr", "127.0.0.1:0"),
+// TestRunRefusesBadAccessFiles checks that a missing or malformed access
+// file fails the start instead of serving without access control.
+func TestRunRefusesBadAccessFiles(t *testing.T) {
+	bad := filepath.Join(t.TempDir(), "access.yaml")
+	os.WriteFile(bad, []byte("tokens:\n  - name: a\n    sha256: not-a-hash\n"), 0o600)
+	for _, file := range []string{filepath.Join(t.TempDir(), "missing.yaml"), bad} {
+		err := run(context.Background(), []string{"--access-file", file, "--data", t.TempDir(), "--addr", "127.0.0.1:0"},
 			func(string) string { return "" }, io.Discard)
-		if !errors.Is(err, errUsage) {
-			t.Errorf("run %v: %v, want a usage error", args, err)
+		if !errors.Is(err, errUsage) || !strings.Contains(err.Error(), "--access-file") {
+			t.Errorf("run with access file %s: %v, want a usage error", file, err)
 		}
+	}
+}
+
+func TestTokenCommands(t *testing.T) {
+	var out strings.Builder
+	if err := newToken(nil, nil, nil, &out, io.Discard); err != nil {
+		t.Fatal(err)
+	}
+	var tok, sum string
+	if _, err := fmt.Sscanf(out.String(), "token:  %s\nsha256: %s\n", &tok, &sum); err != nil {
+		t.Fatalf("output %q: %v", out.String(), err)
+	}
+	out.Reset()
+	if err := hashToken(nil, nil, strings.NewReader(tok+"\n"), &out, io.Discard); err != nil {
+		t.Fatal(err)
+	}
+	if strings.TrimSpace(out.String()) != sum || len(sum) != 64 {
+		t.Errorf("hash-token %q, token printed %q", out.String(), sum)
+	}
+	for _, in := range []string{"", "\n", "a\nb\n"} {
+		if err := hashToken(nil, nil, strings.NewReader(in), io.Discard, io.Discard); !errors.Is(err, errUsage) {
+			t.Errorf("hash-token of %q: %v", in, err)
+		}
+	}
+}
+
+func TestHealthcheckCommand(t *testing.T) {
+	addr, _, stop := startRun(t, nil, nil)
+	_, port, _ := net.SplitHostPort(addr)
+	var out strings.Builder
+	for _, a := range []string{addr, ":" + port, "0.0.0.0:" + port} {
+		out.Reset()
+		if err := healthcheck([]string{"--addr", a}, func(string) string { return "" }, nil, &out, io.Discard); err != nil || out.String() != "ok\n" {
+			t.Errorf("healthcheck --addr %s: %v %q", a, err, out.String())
+		}
+	}
+	// From the environment, as in the container.
+	if err := healthcheck(nil, func(k string) string { return map[string]string{"WATCHGATE_ADDR": addr}[k] }, nil, io.Discard, io.Discard); err != nil {
+		t.Errorf("healthcheck from the environment: %v", err)
+	}
+	stop()
+	if err := healthcheck([]string{"--addr", addr}, func(string) string { return "" }, nil, io.Discard, io.Discard); err == nil {
+		t.Errorf("healthcheck of a stopped server passed")
 	}
 }
 
@@ -284,6 +355,10 @@ func TestRunRetention(t *testing.T) {
 func TestRunTLS(t *testing.T) {
 	certFile, keyFile, pool := writeTestCert(t)
 	addr, _, _ := startRun(t, []string{"--tls-cert", certFile, "--tls-key", keyFile}, nil)
+	if err := healthcheck([]string{"--addr", addr, "--tls-cert", certFile, "--tls-key", keyFile},
+		func(string) string { return "" }, nil, io.Discard, io.Discard); err != nil {
+		t.Errorf("healthcheck over TLS: %v", err)
+	}
 	for _, tc := range []struct {
 		h2    bool
 		proto string

@@ -30,6 +30,7 @@ type config struct {
 	repeats   int
 	timeout   time.Duration // per scenario
 	perfDir   string        // record perf profiles of watchgate here
+	pprofDir  string        // record pprof CPU profiles of watchgate here
 
 	valueSize int
 
@@ -179,7 +180,7 @@ func defaultConfig() config {
 		stormWatchers:    1000,
 		stormBehind:      10000,
 		wsPerSocket:      10000,
-		ssePerConn:       250,
+		ssePerConn:       1000,
 		etcdConns:        4,
 		etcdPerStream:    1000,
 		wgLogLevel:       "info",
@@ -241,6 +242,7 @@ func parseFlags(args []string, stderr io.Writer) (*config, error) {
 	fs.IntVar(&c.repeats, "repeats", c.repeats, "runs of each measurement per system, alternating systems")
 	fs.DurationVar(&c.timeout, "timeout", c.timeout, "time limit of each scenario")
 	fs.StringVar(&c.perfDir, "perf", "", "record a perf profile (perf record -g) of the watchgate server during each scenario into this directory")
+	fs.StringVar(&c.pprofDir, "pprof", "", "serve watchgate with --pprof and record its CPU profile during each measured run into this directory, with `go tool pprof -top` reports")
 	fs.IntVar(&c.valueSize, "value-size", c.valueSize, "bytes per value")
 	fs.Var((*intList)(&c.writeClients), "write-clients", "writes: concurrent clients per case")
 	fs.Var(countFlag{&c.writeKeys}, "write-keys", "writes and matching: distinct keys written, in turn")
@@ -264,8 +266,8 @@ func parseFlags(args []string, stderr io.Writer) (*config, error) {
 	fs.Var(countFlag{&c.stormWatchers}, "storm-watchers", "storm: watchers reconnecting at once")
 	fs.Var(countFlag{&c.stormBehind}, "storm-behind", "storm: revisions each is behind")
 	fs.BoolVar(&c.stormShared, "storm-shared", false, "storm: every watcher watches the whole written prefix (each replays every missed revision) instead of its own key")
-	fs.IntVar(&c.wsPerSocket, "ws-per-socket", c.wsPerSocket, "watches per WebSocket (the server allows 10,000)")
-	fs.IntVar(&c.ssePerConn, "sse-per-conn", c.ssePerConn, "SSE streams per HTTP/2 connection (Go's server allows 250)")
+	fs.IntVar(&c.wsPerSocket, "ws-per-socket", c.wsPerSocket, "watches per WebSocket (watchgate allows 10,000 by default; more raise its --max-watches-per-socket)")
+	fs.IntVar(&c.ssePerConn, "sse-per-conn", c.ssePerConn, "SSE streams per HTTP/2 connection (watchgate allows 1,000 by default; more raise its --http2-max-streams)")
 	fs.IntVar(&c.etcdConns, "etcd-conns", c.etcdConns, "etcd client connections per writer or watcher set")
 	fs.IntVar(&c.etcdPerStream, "etcd-per-stream", c.etcdPerStream, "etcd watches per gRPC watch stream")
 	fs.StringVar(&c.wgLogLevel, "watchgate-log-level", c.wgLogLevel, "watchgate's --log-level (info, its default, logs every request)")

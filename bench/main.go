@@ -120,9 +120,11 @@ func runConfig(ctx context.Context, cfg *config, stdout, stderr io.Writer) error
 			return err
 		}
 	}
-	if cfg.perfDir != "" {
-		if err := os.MkdirAll(cfg.perfDir, 0o755); err != nil {
-			return err
+	for _, dir := range []string{cfg.perfDir, cfg.pprofDir} {
+		if dir != "" {
+			if err := os.MkdirAll(dir, 0o755); err != nil {
+				return err
+			}
 		}
 	}
 	m := describeMachine(cfg)

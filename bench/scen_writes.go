@@ -128,16 +128,26 @@ func runWrites(ctx context.Context, e *env) error {
 		for rep := range cfg.repeats {
 			for _, t := range rotate(ts, rep) {
 				stop := e.profile(t.p, cas)
+				cpu0, _ := cpuTime(t.p.pid())
+				self0 := selfCPU()
 				r, err := measureWrites(ctx, t.w, clients, cfg.writeKeys, 500*time.Millisecond, cfg.writeDuration, "bench/w", value)
 				stop()
 				if err != nil {
 					closeAll()
 					return fmt.Errorf("%s, %s: %w", t.name, cas, err)
 				}
-				e.logf("writes %s %s: %.0f/s p50 %.2f ms p99 %.2f ms", cas, t.name, r.perSec(), ms(r.p50), ms(r.p99))
+				cpu1, _ := cpuTime(t.p.pid())
+				self1 := selfCPU()
+				// Server CPU over the whole run (warm-up included) per write
+				// of the measured window, scaled to the run's length.
+				perWrite := float64(cpu1-cpu0) / float64(time.Microsecond) / (r.perSec() * (r.elapsed + 500*time.Millisecond).Seconds())
+				clientPerWrite := float64(self1-self0) / float64(time.Microsecond) / (r.perSec() * (r.elapsed + 500*time.Millisecond).Seconds())
+				e.logf("writes %s %s: %.0f/s p50 %.2f ms p99 %.2f ms; CPU a write: server %.0f µs, client %.0f µs",
+					cas, t.name, r.perSec(), ms(r.p50), ms(r.p99), perWrite, clientPerWrite)
 				e.res.add("writes", cas, "writes/s", "/s", true, t.name, r.perSec())
 				e.res.add("writes", cas, "p50", "ms", false, t.name, ms(r.p50))
 				e.res.add("writes", cas, "p99", "ms", false, t.name, ms(r.p99))
+				e.res.add("writes", cas, "server CPU per write", "µs", false, t.name, perWrite)
 			}
 			if err := srv.alive(); err != nil {
 				closeAll()

@@ -61,7 +61,19 @@ func startWatchgate(cfg *config) (*process, error) {
 		return nil, err
 	}
 	addr := "127.0.0.1:" + strconv.Itoa(port)
-	args := []string{"--addr", addr, "--data", filepath.Join(dir, "data"), "--log-level", cfg.wgLogLevel}
+	args := []string{"--addr", addr, "--data", filepath.Join(dir, "data"), "--log-level", cfg.wgLogLevel,
+		// The benchmark is one client (one address) standing for many: it
+		// needs far more than the default 1,000 streams a client.
+		"--max-streams", "100000000"}
+	if cfg.ssePerConn > 1000 {
+		args = append(args, "--http2-max-streams", strconv.Itoa(cfg.ssePerConn))
+	}
+	if cfg.wsPerSocket > 10000 {
+		args = append(args, "--max-watches-per-socket", strconv.Itoa(cfg.wsPerSocket))
+	}
+	if cfg.pprofDir != "" {
+		args = append(args, "--pprof")
+	}
 	args = append(args, cfg.wgArgs...)
 	p, err := startProcess("watchgate", cfg.wgBin, args, cleanEnv(), dir, addr,
 		httpReady("http://"+addr+"/readyz"), 30*time.Second)

@@ -121,7 +121,7 @@ func panel(b *strings.Builder, y, width int, title, unit string, bars []bar) int
 	for d := dlo; d <= dhi; d++ {
 		x := xOf(math.Pow(10, d))
 		fmt.Fprintf(b, `<line x1="%.1f" y1="%d" x2="%.1f" y2="%d" stroke="#ddd"/>`+"\n", x, top, x, top+h)
-		fmt.Fprintf(b, `<text x="%.1f" y="%d" text-anchor="middle" fill="#555">%s</text>`+"\n", x, top+h+12, html.EscapeString(shortNumber(math.Pow(10, d))+unitSuffix(unit)))
+		fmt.Fprintf(b, `<text x="%.1f" y="%d" text-anchor="middle" fill="#555">%s</text>`+"\n", x, top+h+12, html.EscapeString(tickLabel(math.Pow(10, d), unit)))
 	}
 	for i, br := range bars {
 		gy := top + 2 + i*(2*barH+gap)
@@ -145,14 +145,18 @@ func panel(b *strings.Builder, y, width int, title, unit string, bars []bar) int
 	return top + h + 30
 }
 
-func unitSuffix(unit string) string {
+// tickLabel labels a decade of the axis: 10 ms, 1 s, 100k, 1k B.
+func tickLabel(v float64, unit string) string {
 	switch unit {
 	case "ms":
-		return " ms"
+		if v >= 1000 {
+			return shortNumber(v/1000) + " s"
+		}
+		return shortNumber(v) + " ms"
 	case "B":
-		return " B"
+		return shortNumber(v) + " B"
 	}
-	return ""
+	return shortNumber(v)
 }
 
 // shortNumber writes powers of ten compactly: 0.01, 1, 100, 10k, 1M.

@@ -52,7 +52,8 @@ func openStore(tb testing.TB, c *etcdtest.Cluster, opts etcdstore.Options) *etcd
 		tb.Fatalf("New: %v", err)
 	}
 	tb.Cleanup(func() {
-		all := !errors.Is(s.Ready(), kv.ErrClosed)
+		ready := s.Ready()
+		all := !errors.Is(ready, kv.ErrClosed) && !errors.Is(ready, etcdstore.ErrFeedLost)
 		for i := range c.Size() {
 			all = all && c.Running(i)
 		}

@@ -174,6 +174,7 @@ type memberHash struct {
 	name    string
 	hash    uint32
 	compact int64
+	rev     int64 // the revision hashed
 }
 
 // checkHashes compares the members' keyspace hashes at etcd's current
@@ -183,6 +184,13 @@ func (s *Store) checkHashes(ctx context.Context, members []*etcdserverpb.Member)
 	rev, err := s.currentRev(ctx)
 	if err != nil {
 		return []error{err}, false
+	}
+	// HashKV refuses the compact revision itself: a cluster compacted at
+	// its current revision is hashed at each member's current revision
+	// (0), which its answer reports.
+	hashRev := rev
+	if rev <= s.compact.Load() {
+		hashRev = 0
 	}
 	var hashes []memberHash
 	for _, m := range members {
@@ -203,13 +211,18 @@ func (s *Store) checkHashes(ctx context.Context, members []*etcdserverpb.Member)
 		cancel()
 		if err == nil {
 			var h *clientv3.HashKVResponse
-			if h, err = s.cli.HashKV(ctx, ep, rev); err == nil {
-				hashes = append(hashes, memberHash{name: name, hash: h.Hash, compact: h.CompactRevision})
+			if h, err = s.cli.HashKV(ctx, ep, hashRev); err == nil {
+				hashes = append(hashes, memberHash{name: name, hash: h.Hash, compact: h.CompactRevision, rev: h.Header.GetRevision()})
 			}
 		}
 		if err != nil {
-			if errors.Is(rpctypes.Error(err), rpctypes.ErrFutureRev) {
+			switch {
+			case errors.Is(rpctypes.Error(err), rpctypes.ErrFutureRev):
 				// Not yet applied there.
+				return nil, true
+			case errors.Is(rpctypes.Error(err), rpctypes.ErrCompacted):
+				// Compacted at rev meanwhile: learn it, hash at current.
+				s.learnCompacted(ctx)
 				return nil, true
 			}
 			errs = append(errs, fmt.Errorf("etcdstore: check: member %s (%s): %w", name, ep, s.err(ctx, "status", err)))
@@ -220,7 +233,7 @@ func (s *Store) checkHashes(ctx context.Context, members []*etcdserverpb.Member)
 		}
 	}
 	for _, h := range hashes[min(1, len(hashes)):] {
-		if h.compact != hashes[0].compact {
+		if h.compact != hashes[0].compact || hashRev == 0 && h.rev != hashes[0].rev {
 			return nil, true
 		}
 	}
@@ -230,7 +243,7 @@ func (s *Store) checkHashes(ctx context.Context, members []*etcdserverpb.Member)
 			for _, h := range hashes {
 				fmt.Fprintf(&b, " %s=%08x", h.name, h.hash)
 			}
-			errs = append(errs, fmt.Errorf("etcdstore: check: members disagree on the keyspace at revision %d:%s", rev, b.String()))
+			errs = append(errs, fmt.Errorf("etcdstore: check: members disagree on the keyspace at revision %d:%s", hashes[0].rev, b.String()))
 			break
 		}
 	}

@@ -13,6 +13,8 @@ import (
 	"github.com/rs/zerolog"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/zap"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/backoff"
 
 	"github.com/watchgate/watchgate/kv"
 )
@@ -110,6 +112,15 @@ func New(ctx context.Context, opts Options) (*Store, error) {
 		MaxCallSendMsgSize: max(2<<20, 2*opts.MaxValueSize),
 		Logger:             zap.NewNop(),
 		Context:            context.Background(),
+		DialOptions: []grpc.DialOption{
+			// gRPC's default backoff grows to two minutes between
+			// reconnection attempts: after an outage, members that are
+			// back would stay unused that long.
+			grpc.WithConnectParams(grpc.ConnectParams{
+				Backoff:           backoff.Config{BaseDelay: 100 * time.Millisecond, Multiplier: 1.6, Jitter: 0.2, MaxDelay: 2 * time.Second},
+				MinConnectTimeout: opts.DialTimeout,
+			}),
+		},
 	})
 	if err != nil {
 		return nil, fmt.Errorf("etcdstore: connecting to %s: %w", strings.Join(opts.Endpoints, ","), err)

@@ -212,12 +212,17 @@ func (c *Cluster) signal(i int, sig syscall.Signal) {
 	}
 }
 
-// Restart starts member i again on its data directory and waits until it
-// is healthy.
-func (c *Cluster) Restart(i int) {
+// Restart starts the given members again on their data directories, then
+// waits until each is healthy (so members that together make a quorum
+// must be restarted in one call).
+func (c *Cluster) Restart(members ...int) {
 	c.tb.Helper()
-	c.start(i, "existing")
-	c.WaitHealthy(i)
+	for _, i := range members {
+		c.start(i, "existing")
+	}
+	for _, i := range members {
+		c.WaitHealthy(i)
+	}
 }
 
 // Running reports whether member i's process is running.

@@ -6,8 +6,14 @@
 GO ?= env GOTOOLCHAIN=go1.26.11 go
 
 # Commands the tests run, as command:debian-package pairs. `make deps`
-# installs the package of each command that is missing.
-TEST_DEPS ?= curl:curl
+# installs the package of each command that is missing: curl for the
+# end-to-end tests, Chromium for the browser tests (test/browser), and a go
+# command when there is none (Debian trixie's fetches go1.26.11 by itself).
+TEST_DEPS ?= go:golang-go curl:curl chromium:chromium
+
+# go test flags of `make test`; the whole suite takes a few minutes on two
+# loaded cores, the timeout only catches a hang.
+TEST_FLAGS ?= -race -timeout 12m
 
 FUZZTIME ?= 10s
 FUZZDIRS ?= .
@@ -17,7 +23,7 @@ BENCHTIME ?= 1s
 
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: all build run test vet deps fuzz bench clean
+.PHONY: all build run test vet deps fuzz bench clean docker
 
 all: build
 
@@ -46,7 +52,7 @@ vet:
 	$(GO) vet ./...
 
 test: deps vet
-	$(GO) test -race -timeout 10m ./...
+	$(GO) test $(TEST_FLAGS) ./...
 
 # fuzz runs every fuzz test under FUZZDIRS (the whole repository by
 # default) for FUZZTIME each.
@@ -62,6 +68,11 @@ fuzz: deps
 
 bench: deps
 	$(GO) test -run '^$$' -bench '$(BENCH)' -benchmem -benchtime $(BENCHTIME) $(BENCHPKG)
+
+# docker builds the image (needs a Docker engine; the tests check the
+# Dockerfile without one).
+docker:
+	docker build -t watchgate .
 
 clean:
 	rm -rf bin

@@ -3,7 +3,11 @@ package main
 import (
 	"context"
 	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
 	"strconv"
+	"strings"
 	"time"
 )
 
@@ -86,6 +90,9 @@ func capacityCase(ctx context.Context, e *env, transport string, n int) error {
 	if err := p.alive(); err != nil {
 		return err
 	}
+	if cfg.pprofDir != "" && p.name == "watchgate" {
+		e.memoryProfile(p, "capacity-"+transport+"-"+strconv.Itoa(n))
+	}
 	cas := formatCount(n) + " idle watches"
 	perWatch := float64(held.RSS-base.RSS) / float64(n)
 	e.logf("capacity %s: %d watches in %v; RSS %.0f → %.0f MiB (HWM %.0f MiB), %.0f bytes a watch",
@@ -98,3 +105,50 @@ func capacityCase(ctx context.Context, e *env, transport string, n int) error {
 }
 
 func mib(b int64) float64 { return float64(b) / (1 << 20) }
+
+// memoryProfile saves the server's heap profile (with the runtime's
+// memory statistics) and goroutine count, and the `go tool pprof -top`
+// of the heap in use, into the -pprof directory.
+func (e *env) memoryProfile(p *process, name string) {
+	base := "http://" + p.addr + "/debug/pprof/"
+	for _, f := range []struct{ url, file string }{
+		// gc=1 collects first: the runtime statistics at the end of the
+		// text form then give the live heap and the stacks.
+		{base + "heap?gc=1&debug=1", name + ".heap.txt"},
+		{base + "heap", name + ".heap.pb.gz"},
+		{base + "goroutine?debug=1", name + ".goroutine.txt"},
+	} {
+		if err := fetchProfile(f.url, filepath.Join(e.cfg.pprofDir, f.file)); err != nil {
+			e.logf("pprof: %v", err)
+			return
+		}
+	}
+	cmd := exec.Command("go", "tool", "pprof", "-top", "-nodecount", "40", "-sample_index", "inuse_space",
+		e.cfg.wgBin, filepath.Join(e.cfg.pprofDir, name+".heap.pb.gz"))
+	cmd.Env = append(cleanEnv(), "GOTOOLCHAIN="+e.cfg.toolchain)
+	out, err := cmd.Output()
+	if err != nil {
+		e.logf("go tool pprof: %v", err)
+		return
+	}
+	txt := filepath.Join(e.cfg.pprofDir, name+".heap-top.txt")
+	if err := os.WriteFile(txt, out, 0o644); err != nil {
+		e.logf("%v", err)
+		return
+	}
+	e.logf("memory profile: %s", txt)
+	b, err := os.ReadFile(filepath.Join(e.cfg.pprofDir, name+".heap.txt"))
+	if err != nil {
+		return
+	}
+	stats := map[string]string{}
+	for _, line := range strings.Split(string(b), "\n") {
+		if k, v, ok := strings.Cut(strings.TrimPrefix(line, "# "), " = "); ok && strings.HasPrefix(line, "# ") {
+			stats[k] = v
+		}
+	}
+	if m, err := readMemory(p.pid()); err == nil {
+		e.logf("after a GC: RSS %.0f MiB, live heap %s bytes, stacks %s bytes, heap in use %s bytes",
+			mib(m.RSS), stats["HeapAlloc"], stats["Stack"], stats["HeapInuse"])
+	}
+}

@@ -1,15 +1,18 @@
 package etcdstore_test
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+	"github.com/rs/zerolog"
 	"go.etcd.io/etcd/api/v3/mvccpb"
 	clientv3 "go.etcd.io/etcd/client/v3"
 
@@ -68,6 +71,7 @@ func etcdHistory(tb testing.TB, c *etcdtest.Cluster, from, to int64) []kv.Batch 
 // as a new write: the feeds are checked against etcd, not against what
 // the writer thinks it wrote.
 type writer struct {
+	once    sync.Once
 	stop    chan struct{}
 	done    chan struct{}
 	ok      atomic.Int64
@@ -111,8 +115,9 @@ func startWriter(s *etcdstore.Store, prefix string) *writer {
 	return w
 }
 
+// finish stops the writer and waits for it; it is idempotent.
 func (w *writer) finish() {
-	close(w.stop)
+	w.once.Do(func() { close(w.stop) })
 	<-w.done
 }
 
@@ -212,12 +217,37 @@ func TestOutage(t *testing.T) {
 	g1 := openStore(t, c, testOptions(c))
 	opts2 := testOptions(c)
 	opts2.Endpoints = c.Endpoints()[2:]
+	var logs syncBuffer
+	log := zerolog.New(&logs)
+	opts2.Logger = &log
 	g2 := openStore(t, c, opts2)
 	f1, f2 := subscribe(t, g1), subscribe(t, g2)
 	for i := range 10 {
 		put(t, g1, fmt.Sprintf("before/%d", i), "v")
 	}
 	f2.waitFor(t, 11)
+
+	// g2's member alone has no leader: etcd cancels g2's feed watch, which
+	// asks for one, and the feed reopens it, in vain, until the cluster is
+	// back, then from the revision after the last one it delivered, while
+	// writes go on through g1.
+	c.Stop(0)
+	c.Stop(1)
+	deadline := time.Now().Add(15 * time.Second)
+	for !strings.Contains(logs.String(), "commit feed interrupted") {
+		if time.Now().After(deadline) {
+			t.Fatalf("feed watch of a member without a leader not interrupted after 15s; log:\n%s", logs.String())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if !strings.Contains(logs.String(), "no leader") {
+		t.Errorf("feed interrupted, but not for want of a leader; log:\n%s", logs.String())
+	}
+	c.Restart(0, 1)
+	for i := range 10 {
+		putRetry(t, g1, fmt.Sprintf("while-g2-reconnects/%d", i), "v")
+	}
+	f2.waitFor(t, 21)
 
 	for i := range c.Size() {
 		c.Stop(i)
@@ -256,8 +286,8 @@ func TestOutage(t *testing.T) {
 
 	c.Restart(0, 1, 2)
 	r := <-hist
-	if r.err != nil || r.next != 12 || len(r.bs) != 9 {
-		t.Errorf("History(3, 0) once the cluster is back: %d batches, next %d, %v; want 9, 12", len(r.bs), r.next, r.err)
+	if r.err != nil || r.next != 22 || len(r.bs) != 19 {
+		t.Errorf("History(3, 0) once the cluster is back: %d batches, next %d, %v; want 19, 22", len(r.bs), r.next, r.err)
 	}
 	waitReady(t, g1)
 	waitReady(t, g2)
@@ -304,6 +334,24 @@ func TestOutage(t *testing.T) {
 	if err := g1.Ready(); err != nil {
 		t.Errorf("the other gateway: Ready() = %v", err)
 	}
+}
+
+// syncBuffer is a log sink safe for concurrent writes.
+type syncBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
 }
 
 // putRetry puts until the put is acknowledged: while a leader is elected a

@@ -154,6 +154,8 @@ func fanoutCase(ctx context.Context, e *env, srv *servers, ts []*watchTarget, n 
 			st.remaining.Store(int64(n)) // publishes done to the handler
 			key := targetKey("fanout", t, "k")
 			time.Sleep(50 * time.Millisecond) // let the previous write's traffic settle
+			cpu0, _ := cpuTime(t.p.pid())
+			self0 := selfCPU()
 			t0 := time.Now()
 			if _, err := t.w.put(ctx, key, value); err != nil {
 				return fmt.Errorf("%s: put: %w", t.name, err)
@@ -165,6 +167,8 @@ func fanoutCase(ctx context.Context, e *env, srv *servers, ts []*watchTarget, n 
 			case <-ctx.Done():
 			}
 			timeout.Stop()
+			cpu1, _ := cpuTime(t.p.pid())
+			self1 := selfCPU()
 			if err := t.fleet.err(); err != nil {
 				return fmt.Errorf("%s: %w", t.name, err)
 			}
@@ -183,7 +187,9 @@ func fanoutCase(ctx context.Context, e *env, srv *servers, ts []*watchTarget, n 
 			if rep < 0 {
 				continue
 			}
-			e.logf("fanout %s %s: first %.2f ms, last %.2f ms", cas, t.name, ms(first), ms(last))
+			e.logf("fanout %s %s: first %.2f ms, last %.2f ms; CPU: server %.0f ms, client %.0f ms",
+				cas, t.name, ms(first), ms(last), ms(cpu1-cpu0), ms(self1-self0))
+			e.res.add("fanout", cas, "server CPU", "ms", false, t.name, ms(cpu1-cpu0))
 			e.res.add("fanout", cas, "last watcher", "ms", false, t.name, ms(last))
 			e.res.add("fanout", cas, "first watcher", "ms", false, t.name, ms(first))
 		}

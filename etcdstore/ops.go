@@ -73,8 +73,8 @@ func (s *Store) learnCompacted(ctx context.Context) {
 }
 
 // Txn runs an etcd-style transaction as one etcd transaction. It returns
-// after etcd acknowledged it (committed on a quorum) and, when it wrote,
-// after this gateway's feed delivered its revision to the subscribers (for
+// after etcd acknowledged it (committed on a quorum) and after this
+// gateway's feed delivered the revision it reports to the subscribers (for
 // at most RequestTimeout; the write is acknowledged either way).
 //
 // The request is checked against the limits of Options as the kv store
@@ -110,7 +110,6 @@ func (s *Store) Txn(ctx context.Context, t kv.TxnRequest) (kv.TxnResponse, error
 		ops, idx = t.Failure, fidx
 	}
 	out := kv.TxnResponse{Succeeded: resp.Succeeded, Revision: rev, Responses: make([]kv.OpResult, len(ops))}
-	wrote := false
 	for i := range ops {
 		op := &ops[i]
 		if idx[i] < 0 {
@@ -140,19 +139,17 @@ func (s *Store) Txn(ctx context.Context, t kv.TxnRequest) (kv.TxnResponse, error
 				nkv.CreateRevision, nkv.Version = prev.CreateRevision, prev.Version+1
 			}
 			out.Responses[i] = kv.OpResult{Type: kv.OpPut, KV: nkv, PrevKV: prev}
-			wrote = true
 		case kv.OpDelete:
 			dr := r.GetResponseDeleteRange()
 			if dr == nil {
 				return kv.TxnResponse{}, fmt.Errorf("etcdstore: transaction: operation %d: no delete result", i)
 			}
 			out.Responses[i] = kv.OpResult{Type: kv.OpDelete, Deleted: dr.Deleted, PrevKVs: keyValues(dr.PrevKvs)}
-			wrote = wrote || dr.Deleted > 0
 		}
 	}
-	if wrote {
-		s.waitRev(ctx, rev)
-	}
+	// Also without a write: the revision reported is then one the
+	// gateway's watchers have been shown.
+	s.waitRev(ctx, rev)
 	return out, nil
 }
 

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/rs/zerolog"
+	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/zap"
 	"google.golang.org/grpc"
@@ -99,7 +100,7 @@ func New(ctx context.Context, opts Options) (*Store, error) {
 	if err != nil {
 		return nil, err
 	}
-	cli, err := clientv3.New(clientv3.Config{
+	cfg := clientv3.Config{
 		Endpoints:   opts.Endpoints,
 		DialTimeout: opts.DialTimeout,
 		// Detects a member that vanished without closing its connections.
@@ -121,13 +122,15 @@ func New(ctx context.Context, opts Options) (*Store, error) {
 				MinConnectTimeout: opts.DialTimeout,
 			}),
 		},
-	})
+	}
+	log := opts.Logger.With().Str("component", "etcdstore").Logger()
+	cli, err := dial(ctx, cfg, log)
 	if err != nil {
-		return nil, fmt.Errorf("etcdstore: connecting to %s: %w", strings.Join(opts.Endpoints, ","), err)
+		return nil, err
 	}
 	s := &Store{
 		opts:   opts,
-		log:    opts.Logger.With().Str("component", "etcdstore").Logger(),
+		log:    log,
 		cli:    cli,
 		revCh:  make(chan struct{}),
 		failed: make(chan struct{}),
@@ -150,6 +153,30 @@ func New(ctx context.Context, opts Options) (*Store, error) {
 	s.log.Info().Strs("endpoints", opts.Endpoints).Int64("revision", rev).
 		Int64("compact_revision", s.compact.Load()).Msg("etcd store opened")
 	return s, nil
+}
+
+// dial makes the etcd client. With a user name the client authenticates
+// at once, so an unreachable cluster fails here: that is retried until ctx
+// is done, a refused password is not.
+func dial(ctx context.Context, cfg clientv3.Config, log zerolog.Logger) (*clientv3.Client, error) {
+	delay := 100 * time.Millisecond
+	for {
+		cli, err := clientv3.New(cfg)
+		if err == nil {
+			return cli, nil
+		}
+		err = fmt.Errorf("etcdstore: connecting to %s: %w", strings.Join(cfg.Endpoints, ","), err)
+		if !errors.Is(err, context.DeadlineExceeded) && !unavailable(rpctypes.Error(err)) {
+			return nil, err
+		}
+		log.Warn().Err(err).Msg("waiting for etcd")
+		select {
+		case <-ctx.Done():
+			return nil, fmt.Errorf("%w (%v)", err, ctx.Err())
+		case <-time.After(delay):
+		}
+		delay = min(2*delay, 2*time.Second)
+	}
 }
 
 // first reads the cluster's revision and compact revision, retrying until

@@ -39,6 +39,9 @@ type Options struct {
 	// StartTimeout bounds the wait for a member to report healthy
 	// (default 30s).
 	StartTimeout time.Duration
+	// TLS serves the client URLs over TLS (https) and requires a client
+	// certificate signed by the cluster's CA (Cluster.TLS).
+	TLS bool
 }
 
 func (o *Options) setDefaults() {
@@ -63,6 +66,8 @@ type Cluster struct {
 	opts    Options
 	initial string // --initial-cluster
 	members []*Member
+	// TLS holds the certificates when Options.TLS is set, nil otherwise.
+	TLS *TLSFiles
 }
 
 // Member is one etcd process of a Cluster.
@@ -103,13 +108,20 @@ func Start(tb testing.TB, opts Options) *Cluster {
 		tb.Fatal(err)
 	}
 	c := &Cluster{tb: tb, bin: bin, dir: tb.TempDir(), opts: opts}
+	scheme := "http"
+	if opts.TLS {
+		if c.TLS, err = writeCerts(c.dir); err != nil {
+			tb.Fatal(err)
+		}
+		scheme = "https"
+	}
 	ports := freePorts(tb, 2*opts.Members)
 	var initial []string
 	for i := range opts.Members {
 		name := fmt.Sprintf("m%d", i)
 		m := &Member{
 			Name:      name,
-			ClientURL: fmt.Sprintf("http://127.0.0.1:%d", ports[2*i]),
+			ClientURL: fmt.Sprintf("%s://127.0.0.1:%d", scheme, ports[2*i]),
 			PeerURL:   fmt.Sprintf("http://127.0.0.1:%d", ports[2*i+1]),
 			dataDir:   filepath.Join(c.dir, name),
 			logPath:   filepath.Join(c.dir, name+".log"),
@@ -155,7 +167,7 @@ func (c *Cluster) start(i int, state string) {
 	if err != nil {
 		c.tb.Fatal(err)
 	}
-	cmd := exec.Command(c.bin,
+	args := []string{
 		"--name", m.Name,
 		"--data-dir", m.dataDir,
 		"--listen-client-urls", m.ClientURL,
@@ -171,7 +183,12 @@ func (c *Cluster) start(i int, state string) {
 		"--experimental-watch-progress-notify-interval", c.opts.ProgressNotifyInterval.String(),
 		"--logger", "zap",
 		"--log-outputs", "stderr",
-	)
+	}
+	if c.TLS != nil {
+		args = append(args, "--cert-file", c.TLS.ServerCert, "--key-file", c.TLS.ServerKey,
+			"--client-cert-auth", "--trusted-ca-file", c.TLS.CA)
+	}
+	cmd := exec.Command(c.bin, args...)
 	cmd.Stdout = logf
 	cmd.Stderr = logf
 	if err := cmd.Start(); err != nil {
@@ -240,6 +257,13 @@ func (c *Cluster) WaitHealthy(i int) {
 	m := c.members[i]
 	deadline := time.Now().Add(c.opts.StartTimeout)
 	hc := &http.Client{Timeout: 2 * time.Second}
+	if c.TLS != nil {
+		cfg, err := c.TLS.ClientConfig()
+		if err != nil {
+			c.tb.Fatal(err)
+		}
+		hc.Transport = &http.Transport{TLSClientConfig: cfg}
+	}
 	var last error
 	for time.Now().Before(deadline) {
 		m.mu.Lock()
@@ -335,11 +359,18 @@ func (c *Cluster) Client() *clientv3.Client {
 }
 
 func (c *Cluster) client(eps ...string) (*clientv3.Client, error) {
-	return clientv3.New(clientv3.Config{
+	cfg := clientv3.Config{
 		Endpoints:   eps,
 		DialTimeout: 2 * time.Second,
 		Logger:      zap.NewNop(),
-	})
+	}
+	if c.TLS != nil {
+		var err error
+		if cfg.TLS, err = c.TLS.ClientConfig(); err != nil {
+			return nil, err
+		}
+	}
+	return clientv3.New(cfg)
 }
 
 // LogTail returns the last n lines of member i's log.

@@ -19,6 +19,7 @@ import (
 // revision the last compaction returned (always readable then) while the
 // compaction moves up one revision at a time.
 func TestGoneAgreesWithCompactRevision(t *testing.T) {
+	t.Parallel()
 	bin := buildBinary(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
@@ -107,6 +108,7 @@ func TestGoneAgreesWithCompactRevision(t *testing.T) {
 // reads, then watches from the read's revision + 1, be sent the event it
 // already read.
 func TestRevisionNeverGoesBackForOneClient(t *testing.T) {
+	t.Parallel()
 	bin := buildBinary(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()

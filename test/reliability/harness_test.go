@@ -49,8 +49,8 @@ type config struct {
 
 func boundedConfig(seed uint64) config {
 	return config{
-		Seed: seed, Kills: 7, MinReconnects: 300, MinDuration: 45 * time.Second, MaxDuration: 150 * time.Second,
-		KillEvery: [2]time.Duration{3 * time.Second, 9 * time.Second},
+		Seed: seed, Kills: 6, MinReconnects: 300, MinDuration: 30 * time.Second, MaxDuration: 150 * time.Second,
+		KillEvery: [2]time.Duration{2 * time.Second, 7 * time.Second},
 		CutEvery:  [2]time.Duration{50 * time.Millisecond, 250 * time.Millisecond}, ClientCutEvery: [2]time.Duration{200 * time.Millisecond, 800 * time.Millisecond},
 		StallEvery: [2]time.Duration{500 * time.Millisecond, 2 * time.Second}, LongStall: 12 * time.Second,
 		CompactEvery: [2]time.Duration{1500 * time.Millisecond, 4 * time.Second},

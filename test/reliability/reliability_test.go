@@ -66,6 +66,7 @@ func soak() bool { return *soakFlag || os.Getenv("WATCHGATE_SOAK") == "1" }
 // every watch stream and linearizability. `go test` runs the bounded
 // form; WATCHGATE_SOAK=1 (or -soak) the long one.
 func TestReliability(t *testing.T) {
+	t.Parallel()
 	seed := runSeed(t)
 	cfg := boundedConfig(seed)
 	mode := "bounded"

@@ -64,7 +64,7 @@ func (s *Server) getOne(w http.ResponseWriter, r *http.Request, q url.Values, ke
 	}
 	res, err := s.store.Range(r.Context(), kv.RangeRequest{Key: key, Rev: rev})
 	if err != nil {
-		s.writeError(w, r, err)
+		s.writeError(w, r, readError(err, rev))
 		return
 	}
 	setRevisionHeaders(w, res.Rev, 0)
@@ -170,7 +170,7 @@ func (s *Server) getRange(w http.ResponseWriter, r *http.Request, q url.Values, 
 		Key: kr.key, End: kr.end, Rev: rev, Limit: limit, KeysOnly: keysOnly, CountOnly: countOnly,
 	})
 	if err != nil {
-		s.writeError(w, r, err)
+		s.writeError(w, r, readError(err, rev))
 		return
 	}
 	setRevisionHeaders(w, res.Rev, 0)

@@ -98,6 +98,38 @@ var problemTable = []problemKind{
 	{context.DeadlineExceeded, http.StatusServiceUnavailable, "timeout", "Timeout", false},
 }
 
+// compactedRead is a read at rev that the store refused as compacted
+// (kv.ErrCompacted). The store checks the compact revision inside its read
+// transaction and publishes it to Revisions a moment after the compaction's
+// own transaction commits; a read in between is refused while Revisions
+// still reports a compact revision <= rev. The answer must not tell the
+// client that rev is readable, so it reports at least rev+1.
+type compactedRead struct {
+	err error
+	rev int64
+}
+
+func (e *compactedRead) Error() string { return e.err.Error() }
+func (e *compactedRead) Unwrap() error { return e.err }
+
+// readError wraps an error of a read at rev (0: the current revision).
+func readError(err error, rev int64) error {
+	if rev > 0 && errors.Is(err, kv.ErrCompacted) {
+		return &compactedRead{err: err, rev: rev}
+	}
+	return err
+}
+
+// revisionsFor is the store's revision and compact revision as a problem
+// about err reports them.
+func (s *Server) revisionsFor(err error) (rev, compact int64) {
+	rev, compact = s.store.Revisions()
+	if cr, ok := errors.AsType[*compactedRead](err); ok && compact <= cr.rev {
+		compact = cr.rev + 1
+	}
+	return rev, compact
+}
+
 // errBrokenTxnResponse reports a store answer that does not fit its
 // request; it is not in the table, so it is answered as an internal error.
 var errBrokenTxnResponse = errors.New("httpapi: the store's transaction response does not match the request")
@@ -185,6 +217,10 @@ func (s *Server) writeError(w http.ResponseWriter, r *http.Request, err error) {
 	b = append(b, '\n')
 
 	h := w.Header()
+	if _, ok := errors.AsType[*compactedRead](err); ok {
+		_, compact := s.revisionsFor(err)
+		h.Set("X-Compact-Revision", strconv.FormatInt(compact, 10))
+	}
 	h.Del("Content-Length")
 	h.Del("ETag")
 	h.Set("Content-Type", "application/problem+json")
@@ -242,7 +278,7 @@ func (s *Server) appendProblem(b []byte, err error, requestID string) []byte {
 	b = append(b, `,"detail":`...)
 	b = appendJSONString(b, detail)
 	if k.revisions {
-		rev, compact := s.store.Revisions()
+		rev, compact := s.revisionsFor(err)
 		b = append(b, `,"revision":`...)
 		b = strconv.AppendInt(b, rev, 10)
 		b = append(b, `,"compact_revision":`...)

@@ -1,0 +1,63 @@
+package httpapi
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"strconv"
+	"testing"
+
+	"github.com/watchgate/watchgate/kv"
+)
+
+// laggingStore refuses reads below hidden as compacted while its
+// Revisions still reports the older compact revision, as the store does
+// for a moment while a compaction publishes its revision.
+type laggingStore struct {
+	*kv.Store
+	hidden int64
+}
+
+func (l laggingStore) Range(ctx context.Context, r kv.RangeRequest) (kv.RangeResult, error) {
+	if r.Rev > 0 && r.Rev < l.hidden {
+		return kv.RangeResult{}, fmt.Errorf("%w: revision %d, compact revision %d", kv.ErrCompacted, r.Rev, l.hidden)
+	}
+	return l.Store.Range(ctx, r)
+}
+
+// TestGoneNeverSaysReadable checks that a 410 never reports, in its
+// header or its body, a compact revision at or below the revision it
+// refused, even while the store's published compact revision lags.
+func TestGoneNeverSaysReadable(t *testing.T) {
+	st, err := kv.Open(t.TempDir(), kv.Options{NoSync: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	for i := 0; i < 5; i++ {
+		if _, err := st.Txn(context.Background(), kv.TxnRequest{Success: []kv.Op{{Type: kv.OpPut, Key: []byte("k"), Value: []byte("v")}}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	api, err := New(laggingStore{Store: st, hidden: 5}, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ts := httptest.NewServer(api)
+	defer ts.Close()
+	s := &testServer{Server: ts, store: st, api: api}
+	for _, tc := range []struct {
+		path  string
+		asked int64
+	}{{"/v1/kv/k?rev=2", 2}, {"/v1/kv/k?rev=3&format=json", 3}, {"/v1/kv/?prefix=true&rev=4", 4}} {
+		resp := s.do(t, req{path: tc.path})
+		p := mustProblem(t, resp, http.StatusGone, "compacted")
+		header, _ := strconv.ParseInt(resp.header.Get("X-Compact-Revision"), 10, 64)
+		if p.CompactRevision <= tc.asked || header <= tc.asked {
+			t.Errorf("%s: 410 with compact revision %d (header %d): says the refused revision is readable", tc.path, p.CompactRevision, header)
+		}
+	}
+	// Reads the store serves are unaffected.
+	mustStatus(t, s.do(t, req{path: "/v1/kv/k?rev=5"}), http.StatusOK)
+}

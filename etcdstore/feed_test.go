@@ -415,3 +415,50 @@ func TestTwoGatewaysSameRevisions(t *testing.T) {
 		}
 	}
 }
+
+// TestFeedReopensAfterStall holds the feed back (a subscriber that blocks,
+// which the contract forbids, stands in for a watch stream that went
+// silent) while writes go on: the probe sees the feed behind etcd for
+// longer than StallTimeout, reports not ready and reopens the watch, and
+// the feed then goes on from the revision after the last one delivered,
+// without loss or repetition.
+func TestFeedReopensAfterStall(t *testing.T) {
+	c := etcdtest.Start(t, etcdtest.Options{})
+	opts := testOptions(c)
+	opts.StallTimeout = 500 * time.Millisecond
+	var logs syncBuffer
+	log := zerolog.New(&logs)
+	opts.Logger = &log
+	s := openStore(t, c, opts)
+	f := subscribe(t, s)
+	release := make(chan struct{})
+	var blocked atomic.Bool
+	_, cancel := s.Subscribe(func(bs []kv.Batch) {
+		if bs[0].Revision == 5 && blocked.CompareAndSwap(false, true) {
+			<-release
+		}
+	})
+	defer cancel()
+	cli := c.Client()
+	for i := range 30 {
+		if _, err := cli.Put(ctxT(t), fmt.Sprintf("k%d", i), "v"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	deadline := time.Now().Add(15 * time.Second)
+	for !strings.Contains(logs.String(), "commit feed stalled") {
+		if time.Now().After(deadline) {
+			t.Fatalf("no stall seen after 15s; log:\n%s", logs.String())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if err := s.Ready(); !errors.Is(err, etcdstore.ErrUnavailable) {
+		t.Errorf("Ready() with the feed stalled = %v, want ErrUnavailable", err)
+	}
+	close(release)
+	want := etcdHistory(t, c, 2, 31)
+	if diff := cmp.Diff(want, f.waitFor(t, 31), cmpOpts); diff != "" {
+		t.Errorf("feed (-etcd +feed):\n%s", diff)
+	}
+	waitReady(t, s)
+}

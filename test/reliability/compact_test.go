@@ -4,12 +4,17 @@ import (
 	"context"
 	"fmt"
 	"net/http"
+	"os"
 	"path/filepath"
 	"strconv"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/coder/websocket"
+
+	"github.com/watchgate/watchgate/ws"
 )
 
 // TestGoneAgreesWithCompactRevision checks, against the real binary, that
@@ -46,6 +51,20 @@ func TestGoneAgreesWithCompactRevision(t *testing.T) {
 			t.Fatalf("put: %v %s", err, describeOutput(&out))
 		}
 	}
+
+	// A neighbour dirties the file system continuously, as a busy host
+	// does: fsyncs take longer, which widens any window between a
+	// commit becoming visible and becoming durable.
+	nctx, ncancel := context.WithCancel(ctx)
+	defer ncancel()
+	var nwg sync.WaitGroup
+	nwg.Add(1)
+	go func() {
+		defer nwg.Done()
+		dirty(nctx, filepath.Join(t.TempDir(), "neighbour"))
+	}()
+	defer nwg.Wait()
+	defer ncancel()
 
 	var readable atomic.Int64 // the compact revision of the last compaction
 	readable.Store(1)
@@ -103,10 +122,12 @@ func TestGoneAgreesWithCompactRevision(t *testing.T) {
 // TestRevisionNeverGoesBackForOneClient checks, against the real binary
 // under concurrent writes, that the revisions one client sees never go
 // back from one request to the next: a read's X-Revision (the revision
-// whose state it shows) and then GET /v1/status's revision. A read that
-// shows a revision the server does not report yet would let a client that
-// reads, then watches from the read's revision + 1, be sent the event it
-// already read.
+// whose state it shows), then the X-Revision of GET /healthz (the
+// server's current revision). A read that shows a revision the server
+// does not report yet is a revision not yet durable, or not yet sent to
+// the watchers: a client that reads, then watches from the read's
+// revision + 1, could be sent the event it already read. A neighbour
+// dirties the file system, as in TestGoneAgreesWithCompactRevision.
 func TestRevisionNeverGoesBackForOneClient(t *testing.T) {
 	t.Parallel()
 	bin := buildBinary(t)
@@ -131,6 +152,11 @@ func TestRevisionNeverGoesBackForOneClient(t *testing.T) {
 
 	wctx, wcancel := context.WithCancel(ctx)
 	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		dirty(wctx, filepath.Join(t.TempDir(), "neighbour"))
+	}()
 	for w := range 4 {
 		wg.Add(1)
 		go func() {
@@ -150,18 +176,137 @@ func TestRevisionNeverGoesBackForOneClient(t *testing.T) {
 		if err != nil || out.Unknown {
 			t.Fatalf("get: %v", err)
 		}
-		st, err := rc.status(ctx)
+		resp, _, err := rc.do(ctx, http.MethodGet, "/healthz", nil, nil)
 		if err != nil {
 			t.Fatal(err)
 		}
+		cur, err := strconv.ParseInt(resp.Header.Get("X-Revision"), 10, 64)
+		if err != nil {
+			t.Fatalf("GET /healthz without X-Revision: %v", err)
+		}
 		reads++
-		if st.Revision < out.Rev {
-			bad = append(bad, fmt.Sprintf("GET /v1/kv/k0 showed revision %d, then GET /v1/status revision %d", out.Rev, st.Revision))
+		if cur < out.Rev {
+			bad = append(bad, fmt.Sprintf("GET /v1/kv/k0 showed revision %d, then GET /healthz X-Revision %d", out.Rev, cur))
 		}
 	}
 	wcancel()
 	wg.Wait()
 	t.Logf("%d read/status pairs", reads)
+	for _, b := range bad {
+		t.Error(b)
+	}
+}
+
+// dirty writes a file over and over until ctx ends, leaving the file
+// system with dirty pages for the server's fsyncs to wait on.
+func dirty(ctx context.Context, path string) {
+	buf := make([]byte, 4<<20)
+	for i := range buf {
+		buf[i] = byte(i)
+	}
+	for ctx.Err() == nil {
+		f, err := os.Create(path)
+		if err != nil {
+			return
+		}
+		for i := 0; i < 16 && ctx.Err() == nil; i++ {
+			if _, err := f.Write(buf); err != nil {
+				break
+			}
+		}
+		f.Close()
+		os.Remove(path)
+	}
+}
+
+// TestReadThenWatchSeesNoEventTwice runs the pattern the API is designed
+// for, against the real binary under concurrent writes: read a range,
+// then watch it from the read's revision + 1 (WebSocket, rev = R+1). The
+// watch must start exactly there: an event at or below R is one the
+// client already has from its read. A neighbour dirties the file system,
+// as in TestGoneAgreesWithCompactRevision.
+func TestReadThenWatchSeesNoEventTwice(t *testing.T) {
+	t.Parallel()
+	bin := buildBinary(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	addr, err := freeAddr()
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv, err := startServer(ctx, bin, filepath.Join(t.TempDir(), "data"), addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() {
+		if err := srv.stop(30 * time.Second); err != nil {
+			t.Error(err)
+		}
+	}()
+	tr := &http.Transport{MaxIdleConnsPerHost: 16}
+	defer tr.CloseIdleConnections()
+	rc := &restClient{c: &http.Client{Transport: tr, Timeout: 10 * time.Second}, base: func() string { return "http://" + addr }}
+
+	wctx, wcancel := context.WithCancel(ctx)
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	defer wcancel()
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		dirty(wctx, filepath.Join(t.TempDir(), "neighbour"))
+	}()
+	for w := range 4 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := 0; wctx.Err() == nil; i++ {
+				in := opInput{Kind: opPut, Key: fmt.Sprintf("k/%d", w), Value: strconv.Itoa(i)}
+				rc.exec(wctx, &in)
+			}
+		}()
+	}
+
+	c, _, err := websocket.Dial(ctx, "ws://"+addr+"/v1/ws", &websocket.DialOptions{Subprotocols: []string{ws.Subprotocol}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.CloseNow()
+	var bad []string
+	deadline := time.Now().Add(5 * time.Second)
+	n := 0
+	for ; time.Now().Before(deadline) && len(bad) < 3; n++ {
+		rev, _, err := rc.rangeAll(ctx, "k/")
+		if err != nil {
+			t.Fatal(err)
+		}
+		id := fmt.Sprintf("w%d", n)
+		msg := fmt.Sprintf(`{"op":"watch","id":%q,"key":"k/","prefix":true,"rev":%d}`, id, rev+1)
+		if err := c.Write(ctx, websocket.MessageText, []byte(msg)); err != nil {
+			t.Fatal(err)
+		}
+		// The first events message of this watch.
+		for {
+			m, err := readWS(ctx, c)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if m.ID != id || m.Type != ws.TypeEvents {
+				continue
+			}
+			for _, e := range m.Events {
+				if e.KV.ModRevision <= rev {
+					bad = append(bad, fmt.Sprintf("read at revision %d, watched from %d, was sent the event of revision %d", rev, rev+1, e.KV.ModRevision))
+					break
+				}
+			}
+			break
+		}
+		if err := c.Write(ctx, websocket.MessageText, []byte(fmt.Sprintf(`{"op":"cancel","id":%q}`, id))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	t.Logf("%d reads followed by a watch", n)
 	for _, b := range bad {
 		t.Error(b)
 	}

@@ -26,6 +26,10 @@
 //   - Ready reports whether the gateway can serve: etcd answers a
 //     linearizable read and the feed keeps up.
 //
+// The etcd user (Options.Username) needs read and write permission on the
+// whole keyspace, since the feed watches every key; Check also needs the
+// root role (etcd's HashKV).
+//
 // Only the kv package imports bbolt; this package talks to etcd only
 // through its Go client.
 package etcdstore

@@ -26,7 +26,11 @@ import (
 // and next is from.
 //
 // etcd serves history only through watches: History opens a watch of the
-// whole keyspace at from, reads until to, then cancels it. An error wraps
+// whole keyspace at from, reads until to, then cancels it. etcd serves a
+// watch that starts in the past from a loop that runs every 100ms, so a
+// History call takes up to 100ms whatever its size (about 100ms for 1000
+// revisions on a local cluster); the watch hub calls it only for watchers
+// behind its in-memory window of recent revisions. An error wraps
 // kv.ErrCompacted when from is below etcd's compact revision (the gateway
 // learns that revision first, so Revisions reports it). While the cluster
 // is unreachable History retries until ctx is done, so a watcher catching
@@ -51,6 +55,9 @@ func (s *Store) History(ctx context.Context, from, to int64, maxEvents int) (bat
 	backoff := feedMinBackoff
 	var out []kv.Batch
 	for {
+		if err := s.check(ctx); err != nil {
+			return nil, 0, err
+		}
 		bs, n, err := s.historyOnce(ctx, from, to, maxEvents)
 		// What was read before an interruption is kept: the retry goes on
 		// from the revision after it.

@@ -26,15 +26,40 @@ func BenchmarkPut(b *testing.B) {
 	for _, fsync := range []bool{true, false} {
 		for _, clients := range []int{1, 256} {
 			b.Run(fmt.Sprintf("fsync=%v/clients=%d", fsync, clients), func(b *testing.B) {
-				benchmarkPut(b, !fsync, clients)
+				benchmarkPut(b, !fsync, clients, false)
 			})
 		}
 	}
 }
 
-func benchmarkPut(b *testing.B, noSync bool, clients int) {
+// BenchmarkPutAccess is BenchmarkPut without fsync, so that the cost of
+// the access check (a bearer token hashed and looked up, the key's prefix
+// checked, the write rate bucket) stands out, against the same without an
+// access file.
+func BenchmarkPutAccess(b *testing.B) {
+	for _, access := range []bool{false, true} {
+		for _, clients := range []int{1, 64} {
+			b.Run(fmt.Sprintf("access=%v/clients=%d", access, clients), func(b *testing.B) {
+				benchmarkPut(b, true, clients, access)
+			})
+		}
+	}
+}
+
+func benchmarkPut(b *testing.B, noSync bool, clients int, withAccess bool) {
 	log := zerolog.New(io.Discard)
-	s := newTestServer(b, Options{Logger: &log}, kv.Options{NoSync: noSync})
+	opts := Options{Logger: &log}
+	if withAccess {
+		var tokens []testToken
+		for i := 0; i < 100; i++ {
+			tokens = append(tokens, testToken{name: "t" + strconv.Itoa(i), token: "wg_" + strconv.Itoa(i),
+				read: []string{"tenant" + strconv.Itoa(i) + "/"}, write: []string{"tenant" + strconv.Itoa(i) + "/"}})
+		}
+		tokens = append(tokens, testToken{name: "bench", token: "wg_bench", read: []string{"bench/"}, write: []string{"bench/"}})
+		opts.Access = testPolicy(b, tokens...)
+		opts.WriteRate = 1e9
+	}
+	s := newTestServer(b, opts, kv.Options{NoSync: noSync})
 	tr := &http.Transport{MaxIdleConnsPerHost: clients, MaxConnsPerHost: clients}
 	defer tr.CloseIdleConnections()
 	client := &http.Client{Transport: tr}
@@ -56,6 +81,9 @@ func benchmarkPut(b *testing.B, noSync bool, clients int) {
 					return
 				}
 				req, _ := http.NewRequest(http.MethodPut, s.URL+"/v1/kv/bench/"+strconv.FormatInt(i, 10), bytes.NewReader(value))
+				if withAccess {
+					req.Header.Set("Authorization", "Bearer wg_bench")
+				}
 				t0 := time.Now()
 				resp, err := client.Do(req)
 				if err != nil {

@@ -249,6 +249,7 @@ func (h *harness) client(ctx context.Context, id int, rc *restClient, readOnly b
 				continue
 			}
 		}
+		shrinkInput(&in)
 		o := &op{Client: id, Epoch: epoch, Call: call, Return: ret, In: in, Out: out}
 		if out.Unknown {
 			o.Return = -1
@@ -557,6 +558,7 @@ func (h *harness) setup(ctx context.Context) error {
 		if err != nil || out.Unknown || !out.Succeeded {
 			return fmt.Errorf("writing the static keys: %v (%s)", err, describeOutput(&out))
 		}
+		shrinkInput(&in)
 		h.setupOps = append(h.setupOps, &op{Client: -1, Call: call, Return: h.now(), In: in, Out: out})
 	}
 	rev, kvs, err := h.control.rangeAll(ctx, "")

@@ -73,6 +73,9 @@ func (h *historyLog) readFile(ctx context.Context, dir string, overlap int64) (r
 		if err != nil {
 			return rev, compact, err
 		}
+		for _, b := range got {
+			shrinkBatch(b)
+		}
 		i := sortSearchBatches(h.batches, from)
 		want := h.batches[i:]
 		if err := sameBatches(want, got); err != nil {
@@ -86,6 +89,7 @@ func (h *historyLog) readFile(ctx context.Context, dir string, overlap int64) (r
 			return rev, compact, err
 		}
 		for _, b := range got {
+			shrinkBatch(b)
 			if b.Revision != h.last+1 {
 				return rev, compact, fmt.Errorf("%w: revision %d follows %d: a revision is missing from the file", errHistory, b.Revision, h.last)
 			}
@@ -97,6 +101,21 @@ func (h *historyLog) readFile(ctx context.Context, dir string, overlap int64) (r
 		}
 	}
 	return rev, compact, nil
+}
+
+// shrinkBatch shrinks the values of a batch read from a file (see shrink).
+func shrinkBatch(b kv.Batch) {
+	for i := range b.Events {
+		e := &b.Events[i]
+		if len(e.KV.Value) > 64 {
+			e.KV.Value = []byte(shrink(string(e.KV.Value)))
+		}
+		if e.PrevKV != nil && len(e.PrevKV.Value) > 64 {
+			p := *e.PrevKV
+			p.Value = []byte(shrink(string(p.Value)))
+			e.PrevKV = &p
+		}
+	}
 }
 
 func sortSearchBatches(bs []kv.Batch, rev int64) int {

@@ -3,7 +3,9 @@ package reliability
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
 	"encoding/base64"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -11,6 +13,7 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"slices"
 	"strconv"
 	"strings"
 	"unicode/utf8"
@@ -63,6 +66,30 @@ func (k kvRec) String() string {
 		return fmt.Sprintf("%q=%q(c%d m%d v%d)", k.Key, trimValue(k.Value), k.CreateRevision, k.ModRevision, k.Version)
 	}
 	return fmt.Sprintf("%q(c%d m%d v%d)", k.Key, k.CreateRevision, k.ModRevision, k.Version)
+}
+
+// shrink replaces a long value by its start and a digest of the whole,
+// everywhere the suite keeps values (requests, answers, the history,
+// watch events), so that long runs keep little memory while equal values
+// stay equal and different ones different.
+func shrink(v string) string {
+	if len(v) <= 64 {
+		return v
+	}
+	sum := sha256.Sum256([]byte(v))
+	return v[:24] + "#" + hex.EncodeToString(sum[:16])
+}
+
+// shrinkInput shrinks the values a request wrote, once it was sent.
+func shrinkInput(in *opInput) {
+	in.Value = shrink(in.Value)
+	if len(in.Success) > 0 {
+		ops := slices.Clone(in.Success)
+		for i := range ops {
+			ops[i].Value = shrink(ops[i].Value)
+		}
+		in.Success = ops
+	}
 }
 
 // trimValue shortens the padded values in messages.
@@ -408,7 +435,7 @@ func toRec(k *kvjson.KeyValue) (kvRec, error) {
 	if err != nil {
 		return kvRec{}, err
 	}
-	return kvRec{Key: string(key), Value: string(v), HasValue: k.Value != nil || k.ValueB64 != nil,
+	return kvRec{Key: string(key), Value: shrink(string(v)), HasValue: k.Value != nil || k.ValueB64 != nil,
 		CreateRevision: k.CreateRevision, ModRevision: k.ModRevision, Version: k.Version}, nil
 }
 

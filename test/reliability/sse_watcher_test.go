@@ -375,6 +375,9 @@ func toKV(k *kvjson.KeyValue) (kv.KeyValue, error) {
 	if err != nil {
 		return kv.KeyValue{}, err
 	}
+	if v != nil {
+		v = []byte(shrink(string(v)))
+	}
 	return kv.KeyValue{Key: key, Value: v, CreateRevision: k.CreateRevision, ModRevision: k.ModRevision, Version: k.Version}, nil
 }
 

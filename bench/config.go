@@ -59,7 +59,7 @@ type config struct {
 
 	stormWatchers int
 	stormBehind   int
-	stormShared   bool
+	stormModes    []string
 
 	wsPerSocket   int
 	ssePerConn    int
@@ -179,6 +179,7 @@ func defaultConfig() config {
 		catchupWriters:   16,
 		stormWatchers:    1000,
 		stormBehind:      10000,
+		stormModes:       []string{"own", "shared"},
 		wsPerSocket:      10000,
 		ssePerConn:       1000,
 		etcdConns:        4,
@@ -212,6 +213,7 @@ func (c *config) applyQuick(set map[string]bool) {
 	q("catchup", func() { c.catchup = 20000 })
 	q("storm-watchers", func() { c.stormWatchers = 50 })
 	q("storm-behind", func() { c.stormBehind = 500 })
+	q("storm-modes", func() { c.stormModes = []string{"own"} })
 	q("timeout", func() { c.timeout = 3 * time.Minute })
 }
 
@@ -265,7 +267,7 @@ func parseFlags(args []string, stderr io.Writer) (*config, error) {
 	fs.IntVar(&c.catchupWriters, "catchup-writers", c.catchupWriters, "catchup: other clients writing meanwhile")
 	fs.Var(countFlag{&c.stormWatchers}, "storm-watchers", "storm: watchers reconnecting at once")
 	fs.Var(countFlag{&c.stormBehind}, "storm-behind", "storm: revisions each is behind")
-	fs.BoolVar(&c.stormShared, "storm-shared", false, "storm: every watcher watches the whole written prefix (each replays every missed revision) instead of its own key")
+	fs.Var(listFlag{&c.stormModes}, "storm-modes", "storm: own (each watcher watches its own key) and/or shared (every watcher watches the whole written prefix and replays every missed revision)")
 	fs.IntVar(&c.wsPerSocket, "ws-per-socket", c.wsPerSocket, "watches per WebSocket (watchgate allows 10,000 by default; more raise its --max-watches-per-socket)")
 	fs.IntVar(&c.ssePerConn, "sse-per-conn", c.ssePerConn, "SSE streams per HTTP/2 connection (watchgate allows 1,000 by default; more raise its --http2-max-streams)")
 	fs.IntVar(&c.etcdConns, "etcd-conns", c.etcdConns, "etcd client connections per writer or watcher set")
@@ -296,6 +298,11 @@ func parseFlags(args []string, stderr io.Writer) (*config, error) {
 			return nil, fmt.Errorf("%w: unknown scenario %q (have %s)", errUsage, s, strings.Join(scenarioNames, ", "))
 		}
 		c.scenarios = append(c.scenarios, s)
+	}
+	for _, m := range c.stormModes {
+		if m != "own" && m != "shared" {
+			return nil, fmt.Errorf("%w: storm mode %q: want own or shared", errUsage, m)
+		}
 	}
 	for _, t := range append(slices.Clone(c.fanoutTransports), c.susTransports...) {
 		if t != "ws" && t != "sse" {

@@ -14,11 +14,16 @@ import (
 // Watch RPC through clientv3's connections): perStream watches a stream,
 // streams spread over a few client connections, one reading goroutine a
 // stream. Like the WebSocket fleet, it multiplexes without a goroutine
-// per watch on the client.
+// per watch on the client. Connections are dialed by add, as the other
+// fleets dial theirs.
 type etcdFleet struct {
 	fleetBase
-	clients   []*clientv3.Client
+	addr      string
+	conns     int
 	perStream int
+
+	cmu     sync.Mutex
+	clients map[int]*clientv3.Client
 
 	mu      sync.Mutex
 	streams []*etcdStream
@@ -39,17 +44,24 @@ type etcdStream struct {
 }
 
 func newEtcdFleet(addr string, conns, perStream int) (*etcdFleet, error) {
-	f := &etcdFleet{perStream: perStream}
+	f := &etcdFleet{addr: addr, conns: max(conns, 1), perStream: perStream, clients: map[int]*clientv3.Client{}}
 	f.ctx, f.cancel = context.WithCancel(context.Background())
-	for range max(conns, 1) {
-		c, err := newEtcdClient(addr)
-		if err != nil {
-			f.close()
-			return nil, err
-		}
-		f.clients = append(f.clients, c)
-	}
 	return f, nil
+}
+
+// client returns connection i, dialing it the first time.
+func (f *etcdFleet) client(i int) (*clientv3.Client, error) {
+	f.cmu.Lock()
+	defer f.cmu.Unlock()
+	if c := f.clients[i]; c != nil {
+		return c, nil
+	}
+	c, err := newEtcdClient(f.addr)
+	if err != nil {
+		return nil, err
+	}
+	f.clients[i] = c
+	return c, nil
 }
 
 func (f *etcdFleet) readers() int {
@@ -80,7 +92,10 @@ func (f *etcdFleet) add(ctx context.Context, specs []watchSpec) error {
 }
 
 func (s *etcdStream) open(ctx context.Context, specs []watchSpec) error {
-	c := s.f.clients[s.idx%len(s.f.clients)]
+	c, err := s.f.client(s.idx % s.f.conns)
+	if err != nil {
+		return err
+	}
 	ws, err := pb.NewWatchClient(c.ActiveConnection()).Watch(s.f.ctx)
 	if err != nil {
 		return fmt.Errorf("etcd watch stream: %w", err)
@@ -142,7 +157,9 @@ func (f *etcdFleet) close() {
 	f.closing.Store(true)
 	f.cancel()
 	f.wg.Wait()
+	f.cmu.Lock()
 	for _, c := range f.clients {
 		c.Close()
 	}
+	f.cmu.Unlock()
 }

@@ -173,7 +173,7 @@ func runCatchup(ctx context.Context, e *env) error {
 		spans[t.p] = span{first, last}
 		e.logf("catchup: %s holds revisions %d to %d (written in %v)", t.p.name, first, last, time.Since(start).Round(time.Second))
 	}
-	limit := 120 * time.Second
+	limit := 60 * time.Second
 	if cfg.quick {
 		limit = 30 * time.Second
 	}

@@ -12,10 +12,12 @@ import (
 // server restart), reconnect at once; the time until every one has
 // received everything it missed. Each watcher is its own client: a
 // WebSocket of its own, an SSE stream on an HTTP/2 connection of its own,
-// an etcd watch stream of its own. By default watcher i watches its own
-// key and the missed revisions are spread over all the keys; with
-// -storm-shared every watcher watches the whole prefix and replays every
-// missed revision.
+// an etcd watch stream on a gRPC connection of its own; the time counts
+// from the first dial. By default watcher i watches its own
+// key and the missed revisions are spread over all the keys (each watcher
+// has a few events to receive, but the server reads the whole history for
+// it); in the shared mode every watcher watches the whole prefix and
+// replays every missed revision.
 func runStorm(ctx context.Context, e *env) error {
 	cfg := e.cfg
 	srv, err := startServers(ctx, cfg)
@@ -25,11 +27,6 @@ func runStorm(ctx context.Context, e *env) error {
 	defer srv.stop()
 	value := benchValue(cfg.valueSize)
 	W, S := cfg.stormWatchers, cfg.stormBehind
-	mode := "own key"
-	if cfg.stormShared {
-		mode = "shared prefix"
-	}
-	cas := fmt.Sprintf("%s watchers × %s revisions behind, %s", formatCount(W), formatCount(S), mode)
 	ts, closeAll, err := watchTargets(cfg, srv, []string{"ws", "sse"}, 0, 1)
 	if err != nil {
 		return err
@@ -66,25 +63,40 @@ func runStorm(ctx context.Context, e *env) error {
 		e.logf("storm: %s holds revisions %d to %d (written in %v)", p.name, h.first, h.last, time.Since(start).Round(time.Second))
 	}
 	limit := 120 * time.Second
-	for rep := range cfg.repeats {
-		for _, t := range rotate(ts, rep) {
-			h := hist[t.p]
-			if err := stormRun(ctx, e, srv, t, cas, h.first, h.last, h.lastOf, limit); err != nil {
-				return fmt.Errorf("%s: %w", t.name, err)
-			}
-			time.Sleep(time.Second)
+	for _, mode := range cfg.stormModes {
+		shared := mode == "shared"
+		name := "own key"
+		if shared {
+			name = "shared prefix"
 		}
-		if err := srv.alive(); err != nil {
-			return err
+		cas := fmt.Sprintf("%s watchers × %s revisions behind, %s", formatCount(W), formatCount(S), name)
+		for rep := range cfg.repeats {
+			for _, t := range rotate(ts, rep) {
+				h := hist[t.p]
+				if err := stormRun(ctx, e, srv, t, cas, shared, h.first, h.last, h.lastOf, limit); err != nil {
+					return fmt.Errorf("%s: %w", t.name, err)
+				}
+				time.Sleep(time.Second)
+			}
+			if err := srv.alive(); err != nil {
+				return err
+			}
 		}
 	}
 	return nil
 }
 
-func stormRun(ctx context.Context, e *env, srv *servers, t *watchTarget, cas string, first, last int64, lastOf []atomic.Int64, limit time.Duration) error {
+func stormRun(ctx context.Context, e *env, srv *servers, t *watchTarget, cas string, shared bool, first, last int64, lastOf []atomic.Int64, limit time.Duration) error {
 	cfg := e.cfg
 	W := cfg.stormWatchers
-	f, err := newFleet(cfg, srv, transportOf(t), 1)
+	// One connection a watcher, as many clients reconnecting would have.
+	var f fleet
+	var err error
+	if transportOf(t) == "etcd" {
+		f, err = newEtcdFleet(srv.etcd.addr, W, 1)
+	} else {
+		f, err = newFleet(cfg, srv, transportOf(t), 1)
+	}
 	if err != nil {
 		return err
 	}
@@ -92,7 +104,7 @@ func stormRun(ctx context.Context, e *env, srv *servers, t *watchTarget, cas str
 	// want[i] is the last revision watcher i must receive.
 	want := make([]int64, W)
 	for i := range want {
-		if cfg.stormShared {
+		if shared {
 			want[i] = last
 		} else {
 			want[i] = lastOf[i].Load()
@@ -112,7 +124,7 @@ func stormRun(ctx context.Context, e *env, srv *servers, t *watchTarget, cas str
 	})
 	specs := make([]watchSpec, W)
 	for i := range specs {
-		if cfg.stormShared {
+		if shared {
 			specs[i] = watchSpec{key: "bench/st/", prefix: true, rev: first}
 		} else {
 			specs[i] = watchSpec{key: "bench/st/" + strconv.Itoa(i), rev: first}

@@ -199,8 +199,10 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (c
 }
 
 // run serves until ctx is done, then shuts down in order: /readyz turns
-// 503, the listener closes and open requests finish (for at most
-// shutdownTimeout), then the store closes. Logs go to stderr as JSON.
+// 503, the listener closes, SSE streams end and WebSockets close with 1001,
+// open requests finish (for at most shutdownTimeout), then the watch hub
+// and the store close. SIGHUP reloads the access file. Logs go to stderr
+// as JSON.
 func run(ctx context.Context, args []string, getenv func(string) string, stderr io.Writer) error {
 	cfg, err := parseConfig(args, getenv, stderr)
 	if err != nil {

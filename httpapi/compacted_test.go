@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"strconv"
+	"strings"
 	"testing"
 
 	"github.com/watchgate/watchgate/kv"
@@ -60,4 +61,46 @@ func TestGoneNeverSaysReadable(t *testing.T) {
 	}
 	// Reads the store serves are unaffected.
 	mustStatus(t, s.do(t, req{path: "/v1/kv/k?rev=5"}), http.StatusOK)
+}
+
+// unpublishedStore is a store whose file holds one commit more than it
+// has published (Revisions), as the store does for a moment after each
+// group commit.
+type unpublishedStore struct{ *kv.Store }
+
+func (u unpublishedStore) Revisions() (rev, compact int64) {
+	rev, compact = u.Store.Revisions()
+	return rev - 1, compact
+}
+
+// TestReadsShowThePublishedRevision checks that a read without rev= shows
+// the published revision, not a later commit of the file: the client
+// would otherwise see a write before it is acknowledged and announced to
+// watchers, and be sent it again by a watch from now.
+func TestReadsShowThePublishedRevision(t *testing.T) {
+	st, err := kv.Open(t.TempDir(), kv.Options{NoSync: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	for _, v := range []string{"old", "new"} {
+		if _, err := st.Txn(context.Background(), kv.TxnRequest{Success: []kv.Op{{Type: kv.OpPut, Key: []byte("k"), Value: []byte(v)}}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	api, err := New(unpublishedStore{st}, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ts := httptest.NewServer(api)
+	defer ts.Close()
+	s := &testServer{Server: ts, store: st, api: api}
+	resp := s.do(t, req{path: "/v1/kv/k"})
+	if string(resp.body) != "old" || resp.header.Get("X-Revision") != "2" {
+		t.Errorf("GET: %q at X-Revision %s, want old at 2", resp.body, resp.header.Get("X-Revision"))
+	}
+	resp = s.do(t, req{path: "/v1/kv/?prefix=true"})
+	if !strings.Contains(string(resp.body), `"revision":2,`) || !strings.Contains(string(resp.body), `"value":"old"`) {
+		t.Errorf("range: %s", resp.body)
+	}
 }

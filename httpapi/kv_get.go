@@ -62,7 +62,7 @@ func (s *Server) getOne(w http.ResponseWriter, r *http.Request, q url.Values, ke
 		s.writeError(w, r, err)
 		return
 	}
-	res, err := s.store.Range(r.Context(), kv.RangeRequest{Key: key, Rev: rev})
+	res, err := s.store.Range(r.Context(), kv.RangeRequest{Key: key, Rev: s.readRevision(rev)})
 	if err != nil {
 		s.writeError(w, r, readError(err, rev))
 		return
@@ -166,6 +166,7 @@ func (s *Server) getRange(w http.ResponseWriter, r *http.Request, q url.Values, 
 		}
 		kr.key, rev = tok.next, tok.rev
 	}
+	rev = s.readRevision(rev)
 	res, err := s.store.Range(r.Context(), kv.RangeRequest{
 		Key: kr.key, End: kr.end, Rev: rev, Limit: limit, KeysOnly: keysOnly, CountOnly: countOnly,
 	})
@@ -202,4 +203,16 @@ func inRange(k []byte, kr keyRange) bool {
 		return false
 	}
 	return bytes.Equal(kr.end, []byte{0}) || bytes.Compare(k, kr.end) < 0
+}
+
+// readRevision is the revision a read at rev= serves: rev, or for 0 the
+// store's published current revision, whose writes are acknowledged and
+// announced to the watchers. The store's file may already hold a later
+// commit that is neither yet; a client that read it and then watched "from
+// now" would be sent that write again.
+func (s *Server) readRevision(rev int64) int64 {
+	if rev == 0 {
+		rev, _ = s.store.Revisions()
+	}
+	return rev
 }

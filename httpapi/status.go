@@ -23,13 +23,16 @@ func (s *Server) status(w http.ResponseWriter, r *http.Request) {
 		wc = s.opts.Hub.Stats()
 		sseConns, wsConns = s.sse.Streams(), int64(s.ws.Connections())
 	}
-	setRevisionHeaders(w, st.Revision, st.CompactRevision)
-	b := appendRevision(make([]byte, 0, 256), st.Revision)
+	// The published revisions, as every other answer shows them; the
+	// file's may be one group commit ahead of them for a moment.
+	rev, compact := s.store.Revisions()
+	setRevisionHeaders(w, rev, compact)
+	b := appendRevision(make([]byte, 0, 256), rev)
 	for _, m := range []struct {
 		name string
 		n    int64
 	}{
-		{`,"compact_revision":`, st.CompactRevision},
+		{`,"compact_revision":`, compact},
 		{`,"keys":`, st.Keys},
 		{`,"db_size_bytes":`, st.DBSizeBytes},
 		{`,"watchers":{"synced":`, int64(wc.Synced)},

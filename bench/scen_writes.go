@@ -83,6 +83,40 @@ func measureWrites(ctx context.Context, w writer, clients, keys int, warmup, d t
 	return writeRun{ops: ops.Load(), elapsed: d, p50: total.quantile(0.5), p99: total.quantile(0.99)}, nil
 }
 
+// measuredWrites is a write run with the CPU time it cost.
+type measuredWrites struct {
+	writeRun
+	serverCPU, clientCPU float64 // µs per write
+}
+
+func (r measuredWrites) String() string {
+	return fmt.Sprintf("%.0f/s p50 %.2f ms p99 %.2f ms; CPU a write: server %.0f µs, client %.0f µs",
+		r.perSec(), ms(r.p50), ms(r.p99), r.serverCPU, r.clientCPU)
+}
+
+// measureTarget runs measureWrites (half a second of warm-up, then d) on
+// t and measures the CPU time the server and this process spent per
+// write.
+func measureTarget(ctx context.Context, t writeTarget, clients, keys int, d time.Duration, value []byte) (measuredWrites, error) {
+	const warmup = 500 * time.Millisecond
+	cpu0, _ := cpuTime(t.p.pid())
+	self0 := selfCPU()
+	r, err := measureWrites(ctx, t.w, clients, keys, warmup, d, "bench/w", value)
+	if err != nil {
+		return measuredWrites{}, err
+	}
+	cpu1, _ := cpuTime(t.p.pid())
+	self1 := selfCPU()
+	// The CPU of the whole run, warm-up included, over the writes of the
+	// run at the measured rate.
+	writes := r.perSec() * (d + warmup).Seconds()
+	return measuredWrites{
+		writeRun:  r,
+		serverCPU: float64(cpu1-cpu0) / float64(time.Microsecond) / writes,
+		clientCPU: float64(self1-self0) / float64(time.Microsecond) / writes,
+	}, nil
+}
+
 // writeTarget is a system as a writer.
 type writeTarget struct {
 	name string
@@ -128,26 +162,17 @@ func runWrites(ctx context.Context, e *env) error {
 		for rep := range cfg.repeats {
 			for _, t := range rotate(ts, rep) {
 				stop := e.profile(t.p, cas)
-				cpu0, _ := cpuTime(t.p.pid())
-				self0 := selfCPU()
-				r, err := measureWrites(ctx, t.w, clients, cfg.writeKeys, 500*time.Millisecond, cfg.writeDuration, "bench/w", value)
+				r, err := measureTarget(ctx, t, clients, cfg.writeKeys, cfg.writeDuration, value)
 				stop()
 				if err != nil {
 					closeAll()
 					return fmt.Errorf("%s, %s: %w", t.name, cas, err)
 				}
-				cpu1, _ := cpuTime(t.p.pid())
-				self1 := selfCPU()
-				// Server CPU over the whole run (warm-up included) per write
-				// of the measured window, scaled to the run's length.
-				perWrite := float64(cpu1-cpu0) / float64(time.Microsecond) / (r.perSec() * (r.elapsed + 500*time.Millisecond).Seconds())
-				clientPerWrite := float64(self1-self0) / float64(time.Microsecond) / (r.perSec() * (r.elapsed + 500*time.Millisecond).Seconds())
-				e.logf("writes %s %s: %.0f/s p50 %.2f ms p99 %.2f ms; CPU a write: server %.0f µs, client %.0f µs",
-					cas, t.name, r.perSec(), ms(r.p50), ms(r.p99), perWrite, clientPerWrite)
+				e.logf("writes %s %s: %s", cas, t.name, r)
 				e.res.add("writes", cas, "writes/s", "/s", true, t.name, r.perSec())
 				e.res.add("writes", cas, "p50", "ms", false, t.name, ms(r.p50))
 				e.res.add("writes", cas, "p99", "ms", false, t.name, ms(r.p99))
-				e.res.add("writes", cas, "server CPU per write", "µs", false, t.name, perWrite)
+				e.res.add("writes", cas, "server CPU per write", "µs", false, t.name, r.serverCPU)
 			}
 			if err := srv.alive(); err != nil {
 				closeAll()

@@ -85,8 +85,10 @@ func evaluateTargets(cfg *config, res *results) []check {
 	// 4. Matching cost.
 	w0 := med("matching", matchingCase(0), "writes/s", "watchgate/rest")
 	w1 := med("matching", matchingCase(1000000), "writes/s", "watchgate/rest")
+	c0 := med("matching", matchingCase(0), "server CPU per write", "watchgate/rest")
+	c1 := med("matching", matchingCase(1000000), "server CPU per write", "watchgate/rest")
 	judge("writes/s with 1M non-matching watchers >= 0.95x with none", "rest (watchers on ws)", w1 >= 0.95*w0, has(w0, w1),
-		fmt.Sprintf("%s/s vs %s/s = %s", formatValue(w1), formatValue(w0), formatRatio(w1/w0)))
+		fmt.Sprintf("%s/s vs %s/s = %s; server CPU per write %s vs %s µs", formatValue(w1), formatValue(w0), formatRatio(w1/w0), formatValue(c1), formatValue(c0)))
 
 	// 5. Capacity.
 	r := med("capacity", "1,000,000 idle watches", "server RSS", "watchgate/ws")

@@ -404,8 +404,17 @@ func (h *harness) faults(ctx context.Context) error {
 	var compactAt time.Time
 	loops := 0
 	defer func() { h.t.Logf("fault loop: %d rounds", loops) }()
+	nextReport := time.Now().Add(30 * time.Second)
 	for {
 		loops++
+		if time.Now().After(nextReport) {
+			h.mu.Lock()
+			st := h.stats
+			h.mu.Unlock()
+			h.t.Logf("%.0fs: %d kills, %d reconnects, %d requests, %d compactions so far",
+				time.Since(h.start).Seconds(), st.Kills, h.reconnects(), st.Ops, st.Compactions)
+			nextReport = time.Now().Add(30 * time.Second)
+		}
 		h.mu.Lock()
 		kills := h.stats.Kills
 		h.mu.Unlock()

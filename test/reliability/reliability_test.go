@@ -76,11 +76,15 @@ func TestReliability(t *testing.T) {
 	if testing.Short() {
 		cfg.Kills, cfg.MinReconnects, cfg.MinDuration, cfg.LongStall = 2, 50, 10*time.Second, 0
 	}
-	t.Logf("%s run, seed %d (rerun: go test -race -run TestReliability ./test/reliability/ -seed %d)", mode, seed, seed)
+	env := ""
+	if soak() {
+		env = "WATCHGATE_SOAK=1 "
+	}
+	t.Logf("%s run, seed %d (rerun: %sgo test -race -run 'TestReliability$' ./test/reliability/ -seed %d)", mode, seed, env, seed)
 	h := newHarness(t, cfg)
 	failed := runHarness(t, h)
 	if failed {
-		t.Errorf("seed %d failed; rerun with -seed %d", seed, seed)
+		t.Errorf("seed %d failed; rerun with %sgo test -race -run 'TestReliability$' ./test/reliability/ -seed %d", seed, env, seed)
 	}
 }
 
@@ -92,18 +96,21 @@ type watcherSetup struct {
 	proxy    bool
 	progress string
 	start    int64 // rev= of the first generation
+	ndjson   bool
 }
 
 var sseSetups = []watcherSetup{
-	{"sse-a-prefix", watchSpec{Key: "a/", Prefix: true, PrevKV: true}, false, false, "1s", 0},
-	{"sse-a1", watchSpec{Key: "a/1"}, false, true, "1s", 0},
-	{"sse-all-h2", watchSpec{Key: "", Prefix: true}, true, false, "1s", 0},
-	{"sse-range-puts-h2", watchSpec{Key: "a/4", End: "b/3", NoDelete: true}, true, true, "1s", 0},
-	{"sse-b-deletes-h2", watchSpec{Key: "b/", Prefix: true, NoPut: true, PrevKV: true}, true, true, "1s", 0},
-	{"sse-all-snapshot", watchSpec{Key: "", Prefix: true, Snapshot: true}, false, true, "1s", 0},
-	{"sse-a-snapshot-h2", watchSpec{Key: "a/", Prefix: true, Snapshot: true, PrevKV: true}, true, true, "1s", 0},
-	{"sse-x-binary", watchSpec{Key: "x/", Prefix: true, PrevKV: true}, false, true, "1s", 0},
-	{"sse-c-from-2", watchSpec{Key: "c/", Prefix: true}, false, false, "0", 2},
+	{"sse-a-prefix", watchSpec{Key: "a/", Prefix: true, PrevKV: true}, false, false, "1s", 0, false},
+	{"sse-a1", watchSpec{Key: "a/1"}, false, true, "1s", 0, false},
+	{"sse-all-h2", watchSpec{Key: "", Prefix: true}, true, false, "1s", 0, false},
+	{"sse-range-puts-h2", watchSpec{Key: "a/4", End: "b/3", NoDelete: true}, true, true, "1s", 0, false},
+	{"sse-b-deletes-h2", watchSpec{Key: "b/", Prefix: true, NoPut: true, PrevKV: true}, true, true, "1s", 0, false},
+	{"sse-all-snapshot", watchSpec{Key: "", Prefix: true, Snapshot: true}, false, true, "1s", 0, false},
+	{"sse-a-snapshot-h2", watchSpec{Key: "a/", Prefix: true, Snapshot: true, PrevKV: true}, true, true, "1s", 0, false},
+	{"sse-x-binary", watchSpec{Key: "x/", Prefix: true, PrevKV: true}, false, true, "1s", 0, false},
+	{"sse-c-from-2", watchSpec{Key: "c/", Prefix: true}, false, false, "0", 2, false},
+	{"ndjson-b-h2", watchSpec{Key: "b/", Prefix: true, PrevKV: true}, true, true, "1s", 0, true},
+	{"ndjson-all-snapshot", watchSpec{Key: "", Prefix: true, Snapshot: true}, false, true, "1s", 0, true},
 }
 
 var wsSetups = [][]watcherSetup{
@@ -178,6 +185,7 @@ func runHarness(t *testing.T, h *harness) bool {
 		l := newWatchLog(s.name, s.spec, h.start)
 		c, base := streamClient(s.h2c, s.proxy)
 		w := newSSEWatcher(l, c, base, directRC, h.cfg.Seed+uint64(i), s.progress, s.start)
+		w.ndjson = s.ndjson
 		h.sse = append(h.sse, w)
 		h.logs = append(h.logs, l)
 	}
@@ -367,7 +375,10 @@ func (h *harness) check(t *testing.T, final int64, ps, cs faultproxy.Stats) bool
 	// Watch streams.
 	var ws watchStats
 	for _, l := range h.logs {
-		ws.add(l.stats())
+		st := l.stats()
+		t.Logf("watcher %-20s %-36s %7d events, %5d reconnects, %3d generations, %3d compacted, %3d resets",
+			l.Name, l.Spec, st.Events, st.Reconnects, st.Generations, st.Compactions, st.Resets)
+		ws.add(st)
 		if err := l.check(h.hist, hist, final); err != nil {
 			fail("%v", err)
 		}

@@ -1,9 +1,12 @@
 package reliability
 
 import (
+	"bufio"
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
+	"io"
 	"math/rand/v2"
 	"mime"
 	"net/http"
@@ -31,6 +34,9 @@ type sseWatcher struct {
 	rnd      *rand.Rand
 	progress string // progress= parameter
 	start    int64  // rev= of the first generation (0: from now)
+	// ndjson watches in the newline-delimited JSON form and resumes with
+	// the last_event_id query parameter instead of the header.
+	ndjson bool
 
 	// Faults the harness injects: cut drops the connection; pause stops
 	// reading for a while; away disconnects and stays away for a while.
@@ -51,10 +57,17 @@ func newSSEWatcher(l *watchLog, client *http.Client, base func() string, rest *r
 		cut: make(chan struct{}, 1), pause: make(chan time.Duration, 1), away: make(chan time.Duration, 1)}
 }
 
-// url builds the watch URL; startRev > 0 adds rev=.
-func (w *sseWatcher) url(startRev int64) string {
+// url builds the watch URL; startRev > 0 adds rev=, and an NDJSON watch
+// gives its resume id as last_event_id.
+func (w *sseWatcher) url(startRev int64, resumeID string) string {
 	s := w.log.Spec
 	q := url.Values{}
+	if w.ndjson {
+		q.Set("format", "ndjson")
+		if resumeID != "" {
+			q.Set("last_event_id", resumeID)
+		}
+	}
 	switch {
 	case s.Prefix:
 		q.Set("prefix", "true")
@@ -164,11 +177,13 @@ func readSpec(ctx context.Context, r *restClient, s watchSpec) (int64, []kvRec, 
 
 // expectNoContent checks that resuming from the compacted id gets 204.
 func (w *sseWatcher) expectNoContent(ctx context.Context) {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, w.url(0), nil)
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, w.url(0, "compacted"), nil)
 	if err != nil {
 		return
 	}
-	req.Header.Set("Last-Event-ID", "compacted")
+	if !w.ndjson {
+		req.Header.Set("Last-Event-ID", "compacted")
+	}
 	resp, err := w.client.Do(req)
 	if err != nil {
 		return
@@ -184,15 +199,18 @@ func (w *sseWatcher) expectNoContent(ctx context.Context) {
 func (w *sseWatcher) connect(ctx context.Context, conns *int, resumeID *string, startRev int64) (compacted bool) {
 	cctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	req, err := http.NewRequestWithContext(cctx, http.MethodGet, w.url(startRev), nil)
+	req, err := http.NewRequestWithContext(cctx, http.MethodGet, w.url(startRev, *resumeID), nil)
 	if err != nil {
 		w.log.breach("request: %v", err)
 		return false
 	}
-	req.Header.Set("Accept", "text/event-stream")
-	if *resumeID != "" {
+	wantType := "text/event-stream"
+	if w.ndjson {
+		wantType = "application/x-ndjson"
+	} else if *resumeID != "" {
 		req.Header.Set("Last-Event-ID", *resumeID)
 	}
+	req.Header.Set("Accept", wantType)
 	resp, err := w.client.Do(req)
 	if err != nil {
 		return false
@@ -206,7 +224,7 @@ func (w *sseWatcher) connect(ctx context.Context, conns *int, resumeID *string, 
 		w.log.breach("watch answered %d (Last-Event-ID %q)", resp.StatusCode, *resumeID)
 		return false
 	}
-	if mt, _, _ := mime.ParseMediaType(resp.Header.Get("Content-Type")); mt != "text/event-stream" {
+	if mt, _, _ := mime.ParseMediaType(resp.Header.Get("Content-Type")); mt != wantType {
 		w.log.breach("watch answered Content-Type %q", resp.Header.Get("Content-Type"))
 		return false
 	}
@@ -247,7 +265,10 @@ func (w *sseWatcher) connect(ctx context.Context, conns *int, resumeID *string, 
 		}
 	}()
 
-	p := sseclient.NewParser(resp.Body)
+	var p eventReader = sseclient.NewParser(resp.Body)
+	if w.ndjson {
+		p = newNDJSONReader(resp.Body, *resumeID)
+	}
 	inSnap, snapMark := false, 0
 	defer func() {
 		if inSnap {
@@ -392,4 +413,57 @@ func sleepCtx(ctx context.Context, d time.Duration) {
 	case <-t.C:
 	case <-ctx.Done():
 	}
+}
+
+// eventReader reads a watch stream's events: sseclient.Parser, or
+// ndjsonReader for the NDJSON form.
+type eventReader interface {
+	Next() (sseclient.Event, error)
+}
+
+// ndjsonReader reads the NDJSON form of a watch and gives each line as the
+// SSE event it stands for: the same id (kept from the last line that had
+// one, as an EventSource keeps its last event id), type and data.
+type ndjsonReader struct {
+	r      *bufio.Reader
+	lastID string
+}
+
+func newNDJSONReader(r io.Reader, lastID string) *ndjsonReader {
+	return &ndjsonReader{r: bufio.NewReaderSize(r, 64<<10), lastID: lastID}
+}
+
+func (n *ndjsonReader) Next() (sseclient.Event, error) {
+	line, err := n.r.ReadBytes('\n')
+	if err != nil {
+		if err == io.EOF && len(line) > 0 {
+			err = io.ErrUnexpectedEOF // a line cut off is no line
+		}
+		return sseclient.Event{}, err
+	}
+	var m struct {
+		ID              *string         `json:"id"`
+		Type            string          `json:"type"`
+		Revision        int64           `json:"revision"`
+		CompactRevision int64           `json:"compact_revision"`
+		KV              json.RawMessage `json:"kv"`
+	}
+	if err := json.Unmarshal(line, &m); err != nil {
+		return sseclient.Event{}, fmt.Errorf("ndjson line %q: %w", line, err)
+	}
+	if m.ID != nil {
+		n.lastID = *m.ID
+	}
+	ev := sseclient.Event{ID: n.lastID, Type: m.Type}
+	switch m.Type {
+	case "put", "delete":
+		ev.Data = string(m.KV)
+	case "compacted":
+		ev.Data = fmt.Sprintf(`{"compact_revision":%d,"revision":%d}`, m.CompactRevision, m.Revision)
+	case "error":
+		ev.Data = string(line)
+	default:
+		ev.Data = fmt.Sprintf(`{"revision":%d}`, m.Revision)
+	}
+	return ev, nil
 }

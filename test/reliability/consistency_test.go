@@ -2,6 +2,7 @@ package reliability
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"net/http"
 	"os"
@@ -307,6 +308,83 @@ func TestReadThenWatchSeesNoEventTwice(t *testing.T) {
 		}
 	}
 	t.Logf("%d reads followed by a watch", n)
+	for _, b := range bad {
+		t.Error(b)
+	}
+}
+
+// TestPreconditionFailedShowsOneRevision checks, against the real binary
+// under concurrent writes to the same key, that a 412's problem document
+// describes one state: its "revision" member is the revision of the
+// current kv it carries, the same as its X-Revision. A client that
+// re-syncs from a 412 (take the kv, watch from revision + 1) would
+// otherwise skip the changes between the two.
+func TestPreconditionFailedShowsOneRevision(t *testing.T) {
+	t.Parallel()
+	bin := buildBinary(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	addr, err := freeAddr()
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv, err := startServer(ctx, bin, filepath.Join(t.TempDir(), "data"), addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() {
+		if err := srv.stop(30 * time.Second); err != nil {
+			t.Error(err)
+		}
+	}()
+	tr := &http.Transport{MaxIdleConnsPerHost: 16}
+	defer tr.CloseIdleConnections()
+	rc := &restClient{c: &http.Client{Transport: tr, Timeout: 10 * time.Second}, base: func() string { return "http://" + addr }}
+
+	wctx, wcancel := context.WithCancel(ctx)
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	defer wcancel()
+	for w := range 4 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := 0; wctx.Err() == nil; i++ {
+				in := opInput{Kind: opPut, Key: "k", Value: fmt.Sprintf("w%d-%d", w, i)}
+				rc.exec(wctx, &in)
+			}
+		}()
+	}
+	var bad []string
+	deadline := time.Now().Add(5 * time.Second)
+	n := 0
+	for ; time.Now().Before(deadline) && len(bad) < 3; n++ {
+		resp, body, err := rc.do(ctx, http.MethodPut, "/v1/kv/k", http.Header{"If-Match": {`"1"`}}, []byte("x"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if resp.StatusCode != http.StatusPreconditionFailed {
+			t.Fatalf("PUT with a stale If-Match: status %d: %s", resp.StatusCode, body)
+		}
+		var p struct {
+			Revision *int64 `json:"revision"`
+			KV       *struct {
+				ModRevision int64 `json:"mod_revision"`
+			} `json:"kv"`
+		}
+		if err := json.Unmarshal(body, &p); err != nil {
+			t.Fatal(err)
+		}
+		hdr, _ := strconv.ParseInt(resp.Header.Get("X-Revision"), 10, 64)
+		if p.Revision != nil && *p.Revision != hdr {
+			mod := int64(0)
+			if p.KV != nil {
+				mod = p.KV.ModRevision
+			}
+			bad = append(bad, fmt.Sprintf(`412 with X-Revision %d and "revision":%d in its problem, for a kv of mod_revision %d`, hdr, *p.Revision, mod))
+		}
+	}
+	t.Logf("%d failed preconditions", n)
 	for _, b := range bad {
 		t.Error(b)
 	}

@@ -93,6 +93,7 @@ type server struct {
 	base string // URL of the pages: the binary, or the front below
 	api  string // URL of the binary itself
 	logs *syncBuffer
+	args []string // more flags for the binary
 
 	cmd    *exec.Cmd
 	exited chan struct{}
@@ -109,6 +110,13 @@ type server struct {
 // startServer runs the binary on a free loopback port over a new store.
 func startServer(t *testing.T) *server {
 	t.Helper()
+	return startServerWith(t)
+}
+
+// startServerWith runs the binary as startServer does, with more flags
+// (for example --access-file).
+func startServerWith(t *testing.T, args ...string) *server {
+	t.Helper()
 	watchgateBinary(t)
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -116,7 +124,7 @@ func startServer(t *testing.T) *server {
 	}
 	addr := ln.Addr().String()
 	ln.Close()
-	s := &server{t: t, dir: t.TempDir(), addr: addr, api: "http://" + addr, logs: &syncBuffer{}}
+	s := &server{t: t, dir: t.TempDir(), addr: addr, api: "http://" + addr, logs: &syncBuffer{}, args: args}
 	s.base = s.api
 	t.Cleanup(func() {
 		if s.cmd != nil && s.cmd.Process != nil {
@@ -136,7 +144,7 @@ func startServer(t *testing.T) *server {
 // start runs the binary and waits until it is ready (GET /readyz 200).
 func (s *server) start() {
 	s.t.Helper()
-	cmd := exec.Command(binary, "--addr", s.addr, "--data", s.dir, "--log-level", "info")
+	cmd := exec.Command(binary, append([]string{"--addr", s.addr, "--data", s.dir, "--log-level", "info"}, s.args...)...)
 	for _, kv := range os.Environ() {
 		if !strings.HasPrefix(kv, "WATCHGATE_") {
 			cmd.Env = append(cmd.Env, kv)

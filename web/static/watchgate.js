@@ -258,6 +258,18 @@ export class WatchgateError extends Error {
     return this.status === 410;
   }
 
+  /** True for 401: the request carried no valid token (none, unknown,
+   * expired or revoked). Sign in again (signIn) or send another token. */
+  get unauthorized() {
+    return this.status === 401;
+  }
+
+  /** True for 403: the token may not read or write these keys (or a
+   * browser request came from an origin the server does not allow). */
+  get forbidden() {
+    return this.status === 403;
+  }
+
   /**
    * The error of a failed response, from its problem+json body (or its
    * text, for a body that is not one).
@@ -340,11 +352,23 @@ function backoff(attempt, min, max) {
  * It is an EventTarget; its "state" event (a CustomEvent) reports the
  * socket's state in detail: {state, attempt, delay, resumedFrom, code,
  * reason}. state is "idle" (no watch yet), "connecting", "connected",
- * "reconnecting" (waiting delay ms before attempt), or "closed" (after
- * close()). On a reconnection, "connected" carries resumedFrom: the
- * smallest revision from which a watch resumed (null when no watch had a
- * position yet). "progress" events carry {revision} from the server's
- * progress messages; "error" events carry server errors that name no watch.
+ * "reconnecting" (waiting delay ms before attempt), "closed" (after
+ * close()), "signedOut" or "expired". On a reconnection, "connected"
+ * carries resumedFrom: the smallest revision from which a watch resumed
+ * (null when no watch had a position yet). "progress" events carry
+ * {revision} from the server's progress messages; "error" events carry
+ * server errors that name no watch.
+ *
+ * Access control: a browser WebSocket cannot send an Authorization header,
+ * so the socket authenticates with the session cookie that signIn() sets.
+ * Without a valid session the client does not retry for ever: when the
+ * server refuses the handshake and GET /v1/session answers 401, state
+ * becomes "signedOut"; when the server closes the socket with 1008 (the
+ * token expired, or was revoked), "expired". In both the watches stay, in
+ * state "pending", and nothing is retried until signIn() (or connect())
+ * opens the socket again; they then resume where they were. signOut()
+ * also leads to "signedOut". A "session" event carries the session after
+ * signIn() (detail: the session) and signOut() (detail: null).
  */
 export class Watchgate extends EventTarget {
   /** @param {WatchgateOptions} [options] */
@@ -360,7 +384,7 @@ export class Watchgate extends EventTarget {
     this._fetch = options.fetch ?? globalThis.fetch.bind(globalThis);
     this._WebSocket = options.WebSocket ?? globalThis.WebSocket;
 
-    /** @type {"idle"|"connecting"|"connected"|"reconnecting"|"closed"} */
+    /** @type {"idle"|"connecting"|"connected"|"reconnecting"|"closed"|"signedOut"|"expired"} */
     this.state = "idle";
     /** Details of the last state change (the "state" event's detail). */
     this.stateDetail = { state: "idle" };
@@ -384,6 +408,100 @@ export class Watchgate extends EventTarget {
     if (typeof window !== "undefined" && window.addEventListener) window.addEventListener("online", this._online);
   }
 
+  // ---- session ----
+
+  /**
+   * @typedef {Object} Session
+   * Who requests act as: GET /v1/session. Without access control on the
+   * server it is the anonymous session, allowed everything
+   * ({name: "anonymous", read: [{prefix: ""}], write: [{prefix: ""}]}).
+   * @property {string} name the token's name
+   * @property {Array<{prefix?: string, prefix_b64?: string}>} read key
+   *   prefixes it may read ("" is every key)
+   * @property {Array<{prefix?: string, prefix_b64?: string}>} write key
+   *   prefixes it may write
+   * @property {string} [expires] RFC 3339, when the token expires
+   */
+
+  /**
+   * Signs in with a token: POST /v1/session with it as a bearer token. The
+   * server checks it and sets the session cookie (HttpOnly, so no script
+   * can read it; SameSite=Strict), which every later request of this page
+   * to the same origin carries, the WebSocket and EventSource included.
+   * The socket then reconnects at once to carry the cookie, and its
+   * watches resume. A bad token throws a WatchgateError with status 401
+   * (unauthorized). The token itself is not kept.
+   * @param {string} token
+   * @param {{signal?: AbortSignal}} [opts]
+   * @returns {Promise<Session>}
+   */
+  async signIn(token, opts = {}) {
+    if (typeof token !== "string" || token.trim() === "") {
+      throw new WatchgateError({ type: "urn:watchgate:problem:unauthorized", title: "Unauthorized", status: 401, detail: "enter a token" });
+    }
+    const resp = await this._request("POST", "/v1/session", {
+      headers: { Authorization: "Bearer " + token.trim() }, signal: opts.signal, bearer: false,
+    });
+    const session = await resp.json();
+    this.dispatchEvent(new CustomEvent("session", { detail: session }));
+    this._restart();
+    return session;
+  }
+
+  /**
+   * Signs out: DELETE /v1/session expires the session cookie. The socket is
+   * closed and state becomes "signedOut"; the watches stay pending until
+   * the next signIn().
+   * @param {{signal?: AbortSignal}} [opts]
+   * @returns {Promise<void>}
+   */
+  async signOut(opts = {}) {
+    await this._request("DELETE", "/v1/session", { signal: opts.signal, bearer: false });
+    this._stop("signedOut", 1000, "signed out");
+    this.dispatchEvent(new CustomEvent("session", { detail: null }));
+  }
+
+  /**
+   * Who the requests act as: GET /v1/session. Without a valid session (or
+   * token option) on a server with access control it throws a
+   * WatchgateError with status 401 (unauthorized).
+   * @param {{signal?: AbortSignal}} [opts]
+   * @returns {Promise<Session>}
+   */
+  async session(opts = {}) {
+    return this._json("GET", "/v1/session", { signal: opts.signal });
+  }
+
+  /** Closes the socket for want of a valid session: the watches wait,
+   * nothing is retried until _restart. */
+  _stop(state, code, reason) {
+    clearTimeout(this._timer);
+    clearInterval(this._heartbeat);
+    if (this._ws) {
+      const ws = this._ws;
+      this._ws = null;
+      ws.close(1000, reason);
+    }
+    for (const w of this._watches.values()) w._disconnected();
+    if (this.state !== "closed" && this.state !== "idle") this._setState({ state, code, reason });
+  }
+
+  /** Opens the socket again now (after a sign-in): a socket opened before
+   * it does not carry the new cookie. */
+  _restart() {
+    if (this.state === "idle" || this.state === "closed") return;
+    clearTimeout(this._timer);
+    clearInterval(this._heartbeat);
+    if (this._ws) {
+      const ws = this._ws;
+      this._ws = null;
+      ws.close(1000, "new session");
+    }
+    for (const w of this._watches.values()) w._disconnected();
+    this._attempt = 0;
+    this._connect();
+  }
+
   // ---- REST ----
 
   /** The URL of path with query parameters (undefined and false left out). */
@@ -396,9 +514,9 @@ export class Watchgate extends EventTarget {
    * (or 304) throws a WatchgateError, as does a network failure (status 0).
    * @returns {Promise<Response>}
    */
-  async _request(method, path, { query, headers = {}, body, signal } = {}) {
+  async _request(method, path, { query, headers = {}, body, signal, bearer = true } = {}) {
     const h = new Headers(headers);
-    if (this.token) h.set("Authorization", "Bearer " + this.token);
+    if (bearer && this.token) h.set("Authorization", "Bearer " + this.token);
     let resp;
     try {
       resp = await this._fetch(this._url(path, query), { method, headers: h, body, signal, cache: "no-store", credentials: "same-origin" });
@@ -639,9 +757,15 @@ export class Watchgate extends EventTarget {
     return w;
   }
 
-  /** Opens the socket now rather than at the first watch. */
+  /** Opens the socket now rather than at the first watch; after
+   * "signedOut" or "expired", tries again (as after another sign-in in
+   * another tab). */
   connect() {
     if (this.state === "idle") this._connect();
+    else if (this.state === "signedOut" || this.state === "expired") {
+      this._attempt = 0;
+      this._connect();
+    }
   }
 
   /**
@@ -688,9 +812,13 @@ export class Watchgate extends EventTarget {
       return;
     }
     this._ws = ws;
-    ws.onopen = () => ws === this._ws && this._opened();
+    let opened = false;
+    ws.onopen = () => {
+      opened = true;
+      if (ws === this._ws) this._opened();
+    };
     ws.onmessage = (e) => ws === this._ws && this._message(e.data);
-    ws.onclose = (e) => ws === this._ws && this._closed(e.code, e.reason);
+    ws.onclose = (e) => ws === this._ws && this._closed(e.code, e.reason, opened);
     // An error is always followed by close, which handles it.
     ws.onerror = () => {};
   }
@@ -725,11 +853,28 @@ export class Watchgate extends EventTarget {
     }
   }
 
-  _closed(code, reason) {
+  _closed(code, reason, opened = true) {
     this._ws = null;
     clearInterval(this._heartbeat);
     if (this.state === "closed") return;
     for (const w of this._watches.values()) w._disconnected();
+    if (code === 1008) {
+      // The server ended the session (the token expired or was revoked):
+      // retrying with the same cookie cannot succeed.
+      this._setState({ state: "expired", code, reason: reason || "access expired" });
+      return;
+    }
+    if (!opened) {
+      // A refused handshake shows only as 1006; ask the server whether it
+      // was for want of a session before retrying.
+      const ws = this._ws;
+      sessionRefused(this._fetch, this.baseURL).then((refused) => {
+        if (this._ws !== ws || this.state === "closed" || this.state === "signedOut" || this.state === "expired") return;
+        if (refused) this._setState({ state: "signedOut", code: 401, reason: "not signed in" });
+        else this._scheduleReconnect(code, reason);
+      });
+      return;
+    }
     this._scheduleReconnect(code, reason);
   }
 
@@ -770,6 +915,20 @@ export class Watchgate extends EventTarget {
 
   _remove(w) {
     if (this._watches.get(w.id) === w) this._watches.delete(w.id);
+  }
+}
+
+/** Resolves true when the server answers GET /v1/session with 401 to a
+ * request that carries only the page's cookies: it has access control and
+ * there is no valid session. Any other answer, or none, resolves false. */
+async function sessionRefused(fetchFn, baseURL) {
+  try {
+    const base = baseURL ?? (typeof location !== "undefined" ? location.origin : "");
+    const resp = await fetchFn(base.replace(/\/+$/, "") + "/v1/session", { cache: "no-store", credentials: "same-origin" });
+    resp.body?.cancel?.();
+    return resp.status === 401;
+  } catch {
+    return false;
   }
 }
 
@@ -1045,7 +1204,10 @@ export class Snapshot extends Watch {
  * - "compacted" {compact_revision, revision}: the stream has ended;
  * - "error" (a WatchgateError for an error event of the server: the
  *   stream has ended);
- * - "state" {state: "connecting"|"open"|"reconnecting"|"closed"}.
+ * - "state" {state: "connecting"|"open"|"reconnecting"|"closed"|"signedOut"}:
+ *   "signedOut" when the server refused the stream and GET /v1/session
+ *   answers 401 (access control, and no valid session cookie); the stream
+ *   is then closed for good: sign in (Watchgate.signIn) and open a new one.
  * The key cannot be "." or ".." (a browser resolves such URL path
  * segments); watch those over the WebSocket.
  */
@@ -1129,7 +1291,15 @@ export class EventStream extends EventTarget {
       if (es.readyState === EventSource.CLOSED) {
         this._attempt++;
         this._setState("reconnecting");
-        this._timer = setTimeout(() => this._open(), backoff(this._attempt, this.options.minBackoff ?? 1000, this.options.maxBackoff ?? 15000));
+        const f = globalThis.fetch.bind(globalThis);
+        sessionRefused(f, this.options.baseURL).then((refused) => {
+          if (this.source !== es || this.state === "closed") return;
+          if (refused) {
+            this._setState("signedOut");
+            return;
+          }
+          this._timer = setTimeout(() => this._open(), backoff(this._attempt, this.options.minBackoff ?? 1000, this.options.maxBackoff ?? 15000));
+        });
       } else {
         this._setState("reconnecting");
       }

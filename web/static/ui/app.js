@@ -2,6 +2,12 @@
 // editor with conditional writes, an event log of a chosen range, the
 // connection's state and the store's status. Everything goes through
 // watchgate.js: one WebSocket for every watch, REST for the rest.
+//
+// On a server with access control it starts with a sign-in form: the
+// token is sent once (POST /v1/session) and the server keeps it in an
+// HttpOnly cookie, which the REST calls, the WebSocket and EventSource all
+// carry. A 401 later (expired, revoked, signed out elsewhere) brings the
+// form back; a 403 says which keys the token may not touch.
 
 import {
   Watchgate, WatchgateError, keyId, keyFromId, keyText, valueText, toBase64, fromBase64,
@@ -63,7 +69,24 @@ function parts(node, texts) {
   node.replaceChildren(...out);
 }
 
+/** The text prefixes of a session's read or write list ("" is every key;
+ * prefixes that are not UTF-8 are shown in base64). */
+function prefixes(list) {
+  return (list || []).map((p) => (p.prefix !== undefined ? p.prefix : "b64:" + p.prefix_b64));
+}
+
+/** A list of prefixes for a sentence. */
+function showPrefixes(list) {
+  const ps = prefixes(list);
+  if (!ps.length) return "no keys";
+  if (ps.includes("")) return "every key";
+  return "keys under " + ps.map((p) => `“${p}”`).join(", ");
+}
+
 function errorText(err) {
+  if (err instanceof WatchgateError && err.forbidden) {
+    return `403 Forbidden: ${err.detail || err.title}`;
+  }
   if (err instanceof WatchgateError) {
     return err.status ? `${err.status} ${err.title}: ${err.detail}` : `${err.title}: ${err.detail}`;
   }
@@ -102,8 +125,12 @@ wg.addEventListener("state", (e) => {
       conn.textContent = `reconnecting in ${(d.delay / 1000).toFixed(1)}s (attempt ${d.attempt})…`;
       break;
     case "closed": conn.textContent = "closed"; break;
+    case "signedOut": conn.textContent = "signed out"; break;
+    case "expired": conn.textContent = "session expired"; break;
     default: conn.textContent = d.state;
   }
+  if (d.state === "signedOut" && !signingOut) showSignIn("You are not signed in (or your token was revoked). Sign in again.");
+  if (d.state === "expired") showSignIn("Your session has expired (" + (d.reason || "access expired") + "). Sign in again.");
   // One marker per outage, however many attempts it takes.
   if (d.state === "reconnecting" && !outage) {
     outage = true;
@@ -122,8 +149,10 @@ let lastStatus = null;
 
 async function refreshStatus() {
   clearTimeout(statusTimer);
+  if (!running) return;
   try {
     const s = await wg.status();
+    if (!running) return;
     lastStatus = s;
     $("st-revision").textContent = s.revision;
     $("st-compact").textContent = s.compact_revision;
@@ -137,6 +166,7 @@ async function refreshStatus() {
     $("compact-rev").max = s.revision;
     $("status-panel").classList.remove("down");
   } catch (err) {
+    if (authLost(err) || !running) return;
     $("status-panel").classList.add("down");
     $("status-msg").textContent = "status unavailable: " + errorText(err);
     $("status-msg").dataset.kind = "error";
@@ -165,8 +195,9 @@ $("compact-form").addEventListener("submit", async (e) => {
     msg.textContent = `Compacted: history before revision ${rev} is gone.`;
     msg.dataset.kind = "ok";
   } catch (err) {
+    if (authLost(err)) return;
     msg.textContent = "Compaction failed: " + errorText(err);
-    msg.dataset.kind = "error";
+    msg.dataset.kind = err.forbidden ? "forbidden" : "error";
   }
   refreshStatus();
 });
@@ -189,6 +220,8 @@ function browse(prefix) {
   $("prefix").value = prefix;
   if (snap) snap.cancel();
   $("keys-info").textContent = "loading…";
+  delete $("keys-info").dataset.kind;
+  delete $("keys-info").dataset.revision;
   snap = wg.snapshot({ key: prefix, prefix: true });
   const mine = snap;
   snap.addEventListener("change", (e) => {
@@ -197,11 +230,23 @@ function browse(prefix) {
     queueRender();
     editorSawChange(e.detail);
   });
+  let failed = false;
   snap.addEventListener("end", (e) => {
-    if (mine === snap) $("keys-info").textContent = "the key watch ended: " + e.detail.reason;
+    if (mine === snap && !failed) $("keys-info").textContent = "the key watch ended: " + e.detail.reason;
   });
   snap.addEventListener("error", (e) => {
-    if (mine === snap) $("keys-info").textContent = "error: " + errorText(e.detail);
+    if (mine !== snap) return;
+    failed = true;
+    const info = $("keys-info");
+    if (e.detail.forbidden) {
+      info.textContent = `Not allowed to read keys with prefix “${prefix}”: ${errorText(e.detail)}. ` +
+        `Token “${session ? session.name : "?"}” may read ${session ? showPrefixes(session.read) : "other keys"}.`;
+      info.dataset.kind = "forbidden";
+    } else {
+      info.textContent = "error: " + errorText(e.detail);
+      info.dataset.kind = "error";
+    }
+    $("keys").tBodies[0].replaceChildren();
   });
   saveParams();
 }
@@ -214,6 +259,7 @@ function queueRender() {
 
 function renderKeys() {
   renderQueued = false;
+  if (!snap) return;
   const body = $("keys").tBodies[0];
   const kvs = snap.sorted();
   const rows = [];
@@ -320,7 +366,8 @@ async function reload(key = editing && editing.key) {
     const r = await wg.get(key);
     loadIntoEditor(r.kv);
   } catch (err) {
-    setMsg(err.notFound ? "This key no longer exists." : "Reload failed: " + errorText(err), "error");
+    if (authLost(err)) return;
+    setMsg(err.notFound ? "This key no longer exists." : "Reload failed: " + errorText(err), err.forbidden ? "forbidden" : "error");
   }
 }
 
@@ -384,11 +431,19 @@ async function save(condition) {
     setMsg(`Saved at revision ${r.revision}.`, "ok");
     queueRender();
   } catch (err) {
+    if (authLost(err)) return;
     if (err instanceof WatchgateError && err.conflict) showConflict(err, key);
+    else if (err instanceof WatchgateError && err.forbidden) showForbidden("Save", err, "write");
     else setMsg("Save failed: " + errorText(err), "error");
   } finally {
     $("edit-save").disabled = false;
   }
+}
+
+/** Shows a 403: the token may not touch the key; nothing was written. */
+function showForbidden(what, err, mode) {
+  const allowed = session ? ` Token “${session.name}” may ${mode} ${showPrefixes(mode === "write" ? session.write : session.read)}.` : "";
+  setMsg(`${what} refused. ${errorText(err)}.${allowed} Nothing was changed.`, "forbidden");
 }
 
 /** Shows a 412: the key changed (or was created or deleted) since the edit
@@ -489,7 +544,9 @@ $("edit-delete").addEventListener("click", async () => {
     showEditor(false);
     queueRender();
   } catch (err) {
+    if (authLost(err)) return;
     if (err instanceof WatchgateError && err.conflict) showConflict(err, editing.key);
+    else if (err instanceof WatchgateError && err.forbidden) showForbidden("Delete", err, "write");
     else setMsg("Delete failed: " + errorText(err), "error");
   }
 });
@@ -590,13 +647,145 @@ $("log-form").addEventListener("submit", (e) => {
 $("log-stop").addEventListener("click", stopLog);
 $("log-clear").addEventListener("click", () => $("log").replaceChildren());
 
+// ---- session ----
+
+/** The signed-in session (GET /v1/session); null before it is known. */
+let session = null;
+/** True while the panels are live (after sign-in). */
+let running = false;
+/** True while the sign-out button's request runs, so that the "signedOut"
+ * state it causes does not read as a lost session. */
+let signingOut = false;
+
+function isAnonymous(s) {
+  return s && s.name === "anonymous" && !s.expires;
+}
+
+/** True (and back to the sign-in form) when err is a 401: the session has
+ * ended. */
+function authLost(err) {
+  if (!(err instanceof WatchgateError && err.unauthorized)) return false;
+  showSignIn("Your session has ended (" + (err.detail || "unauthorized") + "). Sign in again.");
+  return true;
+}
+
+/** Readable keys to browse first: the page's prefix when the token may read
+ * it, otherwise the first text prefix it may read. */
+function firstPrefix(wanted) {
+  const reads = session ? prefixes(session.read) : [""];
+  if (wanted !== null && (reads.some((p) => wanted.startsWith(p)) || !reads.length)) return wanted;
+  if (reads.includes("")) return wanted ?? "";
+  const text = session.read.find((p) => p.prefix !== undefined);
+  return text ? text.prefix : (wanted ?? "");
+}
+
+/** Shows the panels and starts their watches and the status poll. */
+function startDashboard(s, params = new URLSearchParams(location.search)) {
+  session = s;
+  running = true;
+  $("signin").hidden = true;
+  $("app").hidden = false;
+  $("who").hidden = !s || isAnonymous(s);
+  $("who-name").textContent = s ? s.name : "";
+  $("who").title = s ? `may read ${showPrefixes(s.read)}; may write ${showPrefixes(s.write)}` + (s.expires ? `; expires ${s.expires}` : "") : "";
+  browse(firstPrefix(params.get("prefix")));
+  if (params.has("log")) {
+    $("log-key").value = params.get("log");
+    $("log-prefix").checked = params.get("log_prefix") !== "false";
+    startLog(params.get("log"), params.get("log_prefix") !== "false", 0);
+  }
+  refreshStatus();
+}
+
+/** Stops every watch and poll and clears what the panels show. */
+function stopDashboard() {
+  running = false;
+  clearTimeout(statusTimer);
+  if (snap) {
+    const s = snap;
+    snap = null;
+    s.cancel();
+  }
+  if (log.watch) {
+    const w = log.watch;
+    log.watch = null;
+    w.cancel();
+  }
+  $("log-stop").disabled = true;
+  $("log-info").textContent = "not watching";
+  $("log").replaceChildren();
+  $("keys").tBodies[0].replaceChildren();
+  $("keys-info").textContent = "";
+  delete $("keys-info").dataset.revision;
+  editing = null;
+  showEditor(false);
+  for (const id of ["st-revision", "st-compact", "st-keys", "st-db", "st-watchers", "st-conns", "st-version"]) $(id).textContent = "–";
+  $("status-msg").textContent = "";
+}
+
+/** Replaces the panels with the sign-in form, with message (if any). */
+function showSignIn(message) {
+  const wasRunning = running;
+  stopDashboard();
+  session = null;
+  $("app").hidden = true;
+  $("who").hidden = true;
+  $("signin").hidden = false;
+  const msg = $("signin-msg");
+  msg.textContent = message || "";
+  if (message) msg.dataset.kind = "error";
+  else delete msg.dataset.kind;
+  if (wasRunning || !message) $("signin-token").focus();
+}
+
+$("signin-form").addEventListener("submit", async (e) => {
+  e.preventDefault();
+  const box = $("signin-token");
+  const btn = $("signin-btn");
+  const msg = $("signin-msg");
+  btn.disabled = true;
+  msg.textContent = "Signing in…";
+  delete msg.dataset.kind;
+  try {
+    const s = await wg.signIn(box.value);
+    box.value = "";
+    msg.textContent = "";
+    startDashboard(s);
+  } catch (err) {
+    msg.dataset.kind = "error";
+    msg.textContent = err instanceof WatchgateError && err.unauthorized
+      ? `Sign-in failed: ${err.detail || "the token is not valid"}. Check the token and try again.`
+      : "Sign-in failed: " + errorText(err);
+    box.select();
+  } finally {
+    btn.disabled = false;
+  }
+});
+
+$("signout").addEventListener("click", async () => {
+  signingOut = true;
+  try {
+    await wg.signOut();
+    showSignIn("");
+    $("signin-msg").textContent = "Signed out.";
+    $("signin-msg").dataset.kind = "ok";
+  } catch (err) {
+    $("status-msg").textContent = "Sign-out failed: " + errorText(err);
+    $("status-msg").dataset.kind = "error";
+  } finally {
+    signingOut = false;
+  }
+});
+
 // ---- start ----
 
-const params = new URLSearchParams(location.search);
-browse(params.get("prefix") ?? "");
-if (params.has("log")) {
-  $("log-key").value = params.get("log");
-  $("log-prefix").checked = params.get("log_prefix") !== "false";
-  startLog(params.get("log"), params.get("log_prefix") !== "false", 0);
-}
-refreshStatus();
+(async () => {
+  try {
+    startDashboard(await wg.session());
+  } catch (err) {
+    if (err instanceof WatchgateError && err.unauthorized) showSignIn("");
+    // Anything else (the server is down): show the panels, which say so
+    // and recover when it is back.
+    else startDashboard(null);
+  }
+})();

@@ -37,7 +37,6 @@ import (
 
 	"github.com/watchgate/watchgate/access"
 	"github.com/watchgate/watchgate/httpapi"
-	"github.com/watchgate/watchgate/kv"
 	"github.com/watchgate/watchgate/watchhub"
 	"github.com/watchgate/watchgate/ws"
 )
@@ -104,6 +103,9 @@ type config struct {
 	idleTO          time.Duration
 	http2MaxStreams int
 	pprof           bool
+	// etcd configures the etcd backend (--backend=etcd); nil means the
+	// embedded kv store in data.
+	etcd *etcdConfig
 }
 
 // envName is the environment variable of a flag: --max-key-size reads
@@ -120,7 +122,7 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (c
 	fs := flag.NewFlagSet("watchgate", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	fs.StringVar(&c.addr, "addr", ":8080", "listen address (HTTP/1.1 and cleartext HTTP/2)")
-	fs.StringVar(&c.data, "data", "./data", "directory of the store (created if missing)")
+	fs.StringVar(&c.data, "data", "./data", "directory of the store (created if missing); with --backend=etcd only where snapshots are staged")
 	fs.StringVar(&c.tlsCert, "tls-cert", "", "TLS certificate file: serve TLS (HTTP/2 and HTTP/1.1) instead, with --tls-key")
 	fs.StringVar(&c.tlsKey, "tls-key", "", "TLS private key file, with --tls-cert")
 	fs.Int64Var(&c.retainRevisions, "retain-revisions", 0, "keep only the last N revisions of history (0 keeps all)")
@@ -141,6 +143,7 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (c
 	fs.DurationVar(&c.idleTO, "idle-timeout", 120*time.Second, "time an idle keep-alive connection is kept open")
 	fs.IntVar(&c.http2MaxStreams, "http2-max-streams", 1000, "concurrent HTTP/2 streams (watches) on one connection")
 	fs.BoolVar(&c.pprof, "pprof", false, "serve net/http/pprof under /debug/pprof/ (behind access control)")
+	backend := addBackendFlags(fs)
 	fs.VisitAll(func(f *flag.Flag) { f.Usage += " [$" + envName(f.Name) + "]" })
 
 	var envErrs []error
@@ -184,6 +187,9 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (c
 	case c.readHeaderTO <= 0 || c.idleTO <= 0:
 		return config{}, fmt.Errorf("%w: --read-header-timeout and --idle-timeout must be positive", errUsage)
 	}
+	if c.etcd, err = backend.config(&c); err != nil {
+		return config{}, err
+	}
 	for _, o := range strings.Split(origins, ",") {
 		if o = strings.TrimSpace(o); o == "" {
 			continue
@@ -218,19 +224,9 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 		}
 	}
 
-	if err := os.MkdirAll(cfg.data, 0o750); err != nil {
-		return fmt.Errorf("data directory: %w", err)
-	}
-	store, err := kv.Open(cfg.data, kv.Options{
-		MaxKeySize:      cfg.maxKeySize,
-		MaxValueSize:    cfg.maxValueSize,
-		MaxTxnOps:       cfg.maxTxnOps,
-		RetainRevisions: cfg.retainRevisions,
-		RetainDuration:  cfg.retainDuration,
-		Logger:          &log,
-	})
+	store, err := openStore(ctx, &cfg, &log)
 	if err != nil {
-		return fmt.Errorf("opening the store in %s: %w", cfg.data, err)
+		return err
 	}
 	closeStore := func() error {
 		if err := store.Close(); err != nil {
@@ -240,7 +236,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 	}
 
 	hubLog := log.With().Str("component", "watchhub").Logger()
-	hub, err := watchhub.New(store, watchhub.Options{Logger: &hubLog})
+	hub, err := watchhub.New(store.backendStore, watchhub.Options{Logger: &hubLog})
 	if err != nil {
 		return errors.Join(fmt.Errorf("starting the watch hub: %w", err), closeStore())
 	}
@@ -253,7 +249,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 	}
 
 	httpLog := log.With().Str("component", "http").Logger()
-	api, err := httpapi.New(store, httpapi.Options{
+	api, err := httpapi.New(store.backendStore, httpapi.Options{
 		Logger:       &httpLog,
 		MaxKeySize:   cfg.maxKeySize,
 		MaxValueSize: cfg.maxValueSize,
@@ -272,6 +268,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 		WriteBurst:      cfg.writeBurst,
 		MaxStreams:      cfg.maxStreams,
 		Metrics:         metrics,
+		Ready:           store.ready,
 		Pprof:           cfg.pprof,
 	})
 	if err != nil {
@@ -330,7 +327,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 	if policy != nil {
 		tokens = policy.Len()
 	}
-	log.Info().Str("addr", ln.Addr().String()).Bool("tls", useTLS).Str("data", cfg.data).
+	store.describe(log.Info()).Str("addr", ln.Addr().String()).Bool("tls", useTLS).
 		Int64("revision", rev).Int64("compact_revision", compact).Str("version", version()).
 		Int("access_tokens", tokens).Strs("cors_origins", cfg.corsOrigins).
 		Msg("listening")
@@ -338,8 +335,17 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
 	defer signal.Stop(hup)
+	var failure error
 	for done := false; !done; {
 		select {
+		case <-store.failed:
+			// The etcd store cannot recover (its commit feed lost its
+			// place to a compaction): shut down and exit non-zero, so
+			// that a supervisor restarts the gateway; clients resume
+			// elsewhere by revision meanwhile.
+			failure = fmt.Errorf("the store failed for good: %w", store.failure())
+			log.Error().Err(failure).Msg("exiting so that the gateway is restarted")
+			done = true
 		case err := <-served:
 			// Serve returns early only when the listener fails.
 			api.SetReady(false)
@@ -373,10 +379,10 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 	log.Info().Msg("watch hub closed")
 	unsubscribe()
 	if err := closeStore(); err != nil {
-		return err
+		return errors.Join(failure, err)
 	}
 	log.Info().Msg("stopped")
-	return nil
+	return failure
 }
 
 // reloadAccess reads the access file again and gives it to the API; a

@@ -8,6 +8,7 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/watchgate/watchgate/etcdstore"
 	"github.com/watchgate/watchgate/kv"
 	"github.com/watchgate/watchgate/kvjson"
 	"github.com/watchgate/watchgate/sse"
@@ -79,6 +80,13 @@ var problemTable = []problemKind{
 	{kv.ErrTooManyOps, http.StatusRequestEntityTooLarge, "too-many-operations", "Too many operations", false},
 	{kv.ErrInvalidCompare, http.StatusBadRequest, "invalid-compare", "Invalid compare", false},
 	{kv.ErrClosed, http.StatusServiceUnavailable, "unavailable", "Store closed", false},
+	// The etcd backend's own errors: a branch that writes a key twice
+	// (the kv store allows it, etcd does not), a cluster out of reach,
+	// and a gateway that must be restarted; clients of the last two
+	// retry, through another gateway if they can.
+	{etcdstore.ErrDuplicateKey, http.StatusBadRequest, "duplicate-key", "Duplicate key", false},
+	{etcdstore.ErrUnavailable, http.StatusServiceUnavailable, "unavailable", "etcd unavailable", false},
+	{etcdstore.ErrFeedLost, http.StatusServiceUnavailable, "unavailable", "Gateway failed", false},
 	{ErrBadRequest, http.StatusBadRequest, "bad-request", "Bad request", false},
 	{ErrTooLarge, http.StatusRequestEntityTooLarge, "request-too-large", "Request too large", false},
 	{ErrNotFound, http.StatusNotFound, "not-found", "Not found", false},

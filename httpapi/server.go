@@ -109,6 +109,12 @@ type Options struct {
 	// Pprof serves net/http/pprof under /debug/pprof/, behind the same
 	// access control as the API.
 	Pprof bool
+	// Ready, when set, is asked by every GET /readyz of a server that
+	// SetReady made ready: an error answers 503 (not-ready) with the
+	// error's text as the detail, for a store that can be open but unable
+	// to serve (an etcd cluster out of reach). It must be cheap and safe
+	// for concurrent use.
+	Ready func() error
 }
 
 // Server is the HTTP API of one store. It is an http.Handler; create it
@@ -277,11 +283,17 @@ func (s *Server) healthz(w http.ResponseWriter, r *http.Request) {
 }
 
 // readyz answers 200 when the server is ready to take traffic and 503 while
-// it starts or shuts down.
+// it starts or shuts down, or while Options.Ready reports an error.
 func (s *Server) readyz(w http.ResponseWriter, r *http.Request) {
 	if !s.ready.Load() {
 		s.writeError(w, r, &requestError{kind: ErrNotReady, msg: "the server is starting or shutting down"})
 		return
+	}
+	if s.opts.Ready != nil {
+		if err := s.opts.Ready(); err != nil {
+			s.writeError(w, r, &requestError{kind: ErrNotReady, msg: "the store cannot serve: " + err.Error()})
+			return
+		}
 	}
 	writeJSON(w, r, http.StatusOK, []byte(`{"status":"ready"}`))
 }

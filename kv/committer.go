@@ -207,6 +207,7 @@ func (s *Store) commitGroup(reqs []*request) {
 	}
 	s.mu.Lock()
 	s.rev.Store(cur)
+	s.published.Store(&publishedState{rev: cur, keys: g.keys})
 	for _, sub := range s.subs {
 		sub.fn(g.batches)
 	}

@@ -37,7 +37,8 @@ import (
 // target's revision, whose events were handled with the old bound.
 
 // Compact drops history older than rev: afterwards reads and history below
-// rev fail with ErrCompacted. ErrFutureRev if rev > current,
+// rev fail with a *CompactedError (matching ErrCompacted). Revisions reports
+// the new compact revision no later than the first read it refuses. ErrFutureRev if rev > current,
 // ErrAlreadyCompacted if rev <= the compact revision.
 //
 // Compact returns once the new compact revision is durable; the space is
@@ -59,15 +60,24 @@ func (s *Store) Compact(ctx context.Context, rev int64) error {
 	if rev <= compact {
 		return fmt.Errorf("%w: revision %d, compact revision %d", ErrAlreadyCompacted, rev, compact)
 	}
+	// Published before it is durable: reads check the compact revision of
+	// their own view, so from the moment a read can be refused below rev,
+	// Revisions already reports rev. Reads below rev that start meanwhile
+	// are still served (their view holds the old compact revision).
+	s.compact.Store(rev)
 	err := s.db.Update(func(tx *bolt.Tx) error {
 		b := make([]byte, 8)
 		putUint64(b, rev)
 		return tx.Bucket(bucketMeta).Put(metaCompact, b)
 	})
 	if err != nil {
+		// Nothing was compacted: no view shows rev.
+		s.compact.Store(compact)
 		return fmt.Errorf("kv: compact: %w", mapErr(err))
 	}
-	s.compact.Store(rev)
+	if s.opts.compactDurable != nil {
+		s.opts.compactDurable(rev)
+	}
 	s.signalCompactor()
 	s.log.Debug().Int64("compact_revision", rev).Msg("compact revision set")
 	return nil

@@ -9,11 +9,16 @@
 //
 // History of every change is kept on disk, in bbolt, until Compact removes
 // revisions older than the compact revision. Reads at any retained revision
-// are served; reads below the compact revision fail with ErrCompacted.
+// are served; reads below the compact revision fail with a *CompactedError,
+// which matches ErrCompacted and carries the compact revision.
 //
 // Concurrent writers are grouped into one bbolt transaction and one fsync
 // (group commit). Nothing is acknowledged to a writer or handed to a commit
-// subscriber before the fsync of its transaction returned.
+// subscriber before the fsync of its transaction returned. A group's
+// revisions are published (Revisions reports them) once its subscribers
+// were handed them; reads at the current revision, read-only transactions,
+// History and Status show exactly the published revision, never a group
+// that is durable but not yet published.
 //
 // Only this package imports bbolt. It knows nothing of watchers or HTTP.
 package kv

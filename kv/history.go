@@ -12,7 +12,8 @@ import (
 // revision, stopping after the revision that reaches maxEvents events (so a
 // single large revision is still returned whole). next is the first revision
 // not returned (to+1 when everything up to `to` was returned).
-// ErrCompacted when from < the compact revision. Events carry PrevKV.
+// A *CompactedError (matching ErrCompacted) when from < the compact
+// revision. Events carry PrevKV.
 //
 // A from below 1 means 1; a to of 0, or above the current revision, means
 // the current revision as Revisions reports it: the last one handed to the
@@ -36,7 +37,7 @@ func (s *Store) History(ctx context.Context, from, to int64, maxEvents int) (bat
 		}
 		cur = min(cur, published)
 		if from < compact {
-			return fmt.Errorf("%w: revision %d, compact revision %d", ErrCompacted, from, compact)
+			return &CompactedError{Requested: from, Compact: compact}
 		}
 		if to <= 0 || to > cur {
 			to = cur

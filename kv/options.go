@@ -33,6 +33,9 @@ type Options struct {
 	// compactChunk overrides how many history events one compaction
 	// transaction handles (tests).
 	compactChunk int
+	// compactDurable, when set, is called by Compact once the new compact
+	// revision is durable in the file, before Compact returns (tests).
+	compactDurable func(rev int64)
 }
 
 const (

@@ -8,35 +8,45 @@ import (
 	bolt "go.etcd.io/bbolt"
 )
 
-// Range reads keys at r.Rev (0 = current). ErrCompacted below the compact
-// revision, ErrFutureRev above the current one. A read at the current
-// revision is served from the kv bucket; a read at a past revision from the
-// per-key index, one seek per key in the range. Count covers every key in
-// the range, so a limited read still walks the whole range (as etcd). An
-// empty Key with End nil selects nothing.
+// Range reads keys at r.Rev (0 = current). The current revision is the
+// published one, as Revisions reports it: the last one acknowledged to its
+// writer and handed to the subscribers, never a group commit still on its
+// way; RangeResult.Rev is the revision read. A *CompactedError (matching
+// ErrCompacted) below the compact revision, ErrFutureRev above the current
+// one. A read at the current revision is served from the kv bucket when the
+// file holds nothing newer (the common case), otherwise, like a read at a
+// past revision, from the per-key index, one seek per key in the range.
+// Count covers every key in the range, so a limited read still walks the
+// whole range (as etcd). An empty Key with End nil selects nothing.
 func (s *Store) Range(ctx context.Context, r RangeRequest) (RangeResult, error) {
 	if err := s.checkCall(ctx); err != nil {
 		return RangeResult{}, err
 	}
+	// Loaded before the view starts: the view holds at least this revision
+	// (the committer publishes a group after committing it).
+	published := s.rev.Load()
 	var res RangeResult
 	err := s.view(func(tx *bolt.Tx) error {
 		cur, compact, err := readRevs(tx)
 		if err != nil {
 			return err
 		}
+		rev := r.Rev
+		if rev == 0 {
+			rev = published
+		}
 		var a arena
-		switch rev := r.Rev; {
-		case rev == 0 || rev == cur:
-			res, err = rangeCurrent(ctx, tx.Bucket(bucketKV), r.Key, r.End, r.Limit, r.KeysOnly, r.CountOnly, &a)
-			res.Rev = cur
-		case rev > cur:
-			return fmt.Errorf("%w: revision %d, current revision %d", ErrFutureRev, rev, cur)
+		switch {
+		case rev > published:
+			return fmt.Errorf("%w: revision %d, current revision %d", ErrFutureRev, rev, published)
 		case rev < compact:
-			return fmt.Errorf("%w: revision %d, compact revision %d", ErrCompacted, rev, compact)
+			return &CompactedError{Requested: rev, Compact: compact}
+		case rev == cur:
+			res, err = rangeCurrent(ctx, tx.Bucket(bucketKV), r.Key, r.End, r.Limit, r.KeysOnly, r.CountOnly, &a)
 		default:
 			res, err = rangeAt(ctx, tx, r.Key, r.End, rev, r.Limit, r.KeysOnly, r.CountOnly, &a)
-			res.Rev = rev
 		}
+		res.Rev = rev
 		return err
 	})
 	if err != nil {

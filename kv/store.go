@@ -7,6 +7,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"runtime"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -46,7 +47,11 @@ type Store struct {
 	// rev is the last published revision; written only by the committer
 	// (under mu), read anywhere.
 	rev atomic.Int64
-	// compact is the durable compact revision; written under compactMu.
+	// published is the last published revision with its live key count,
+	// stored with rev (under mu) for Status.
+	published atomic.Pointer[publishedState]
+	// compact is the compact revision; written under compactMu, before
+	// it is durable (see Compact).
 	compact atomic.Int64
 	// compactMu serialises Compact calls; never held while taking mu or qmu.
 	compactMu sync.Mutex
@@ -73,6 +78,11 @@ type Store struct {
 	keys     int64 // live keys after the last commit
 	lastTime int64 // last commit time written to the times bucket
 	g        group
+}
+
+// publishedState is a published revision and the live keys at it.
+type publishedState struct {
+	rev, keys int64
 }
 
 type subscriber struct {
@@ -200,6 +210,7 @@ func (s *Store) load() (needCompact bool, err error) {
 			s.lastTime = t
 		}
 		s.rev.Store(rev)
+		s.published.Store(&publishedState{rev: rev, keys: keys})
 		s.compact.Store(compact)
 		s.keys = keys
 		needCompact = done != compact
@@ -234,7 +245,10 @@ func (s *Store) Close() error {
 // Revisions returns the current revision and the compact revision: reads at
 // rev >= compact are served (compact is 1 on a store never compacted).
 func (s *Store) Revisions() (rev, compact int64) {
-	return s.rev.Load(), s.compact.Load()
+	// The compact revision first: it was at most rev when it was set, so
+	// compact <= rev always holds.
+	compact = s.compact.Load()
+	return s.rev.Load(), compact
 }
 
 // Subscribe registers fn to receive every commit after the current revision,
@@ -291,26 +305,30 @@ func (s *Store) WriteSnapshot(w io.Writer) (rev int64, n int64, err error) {
 	return rev, n, nil
 }
 
-// Status summarises the store (revision, compact revision, live keys, file
-// size), read from one consistent view.
+// Status summarises the store: the published revision and the live keys at
+// it (as Revisions, never a group commit still on its way), the compact
+// revision as Revisions reports it, and the file's size.
 func (s *Store) Status() (Status, error) {
 	if s.closed.Load() {
 		return Status{}, ErrClosed
 	}
-	var st Status
+	// The compact revision first: it was at most the published revision
+	// when it was set, and the published state follows rev at once.
+	compact := s.compact.Load()
+	pub := s.published.Load()
+	for pub.rev < compact {
+		runtime.Gosched()
+		pub = s.published.Load()
+	}
+	st := Status{Revision: pub.rev, CompactRevision: compact, Keys: pub.keys}
 	err := s.view(func(tx *bolt.Tx) error {
-		rev, compact, err := readRevs(tx)
-		if err != nil {
-			return err
-		}
-		keys, err := getUint64(tx.Bucket(bucketMeta).Get(metaKeys))
-		if err != nil {
-			return err
-		}
-		st = Status{Revision: rev, CompactRevision: compact, Keys: keys, DBSizeBytes: tx.Size()}
+		st.DBSizeBytes = tx.Size()
 		return nil
 	})
-	return st, err
+	if err != nil {
+		return Status{}, err
+	}
+	return st, nil
 }
 
 // Check runs bbolt's consistency check on the open file and checks that the

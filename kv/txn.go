@@ -3,6 +3,7 @@ package kv
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 
 	bolt "go.etcd.io/bbolt"
@@ -32,7 +33,7 @@ func (s *Store) Txn(ctx context.Context, t TxnRequest) (TxnResponse, error) {
 		return TxnResponse{}, err
 	}
 	if !writes {
-		return s.readTxn(ctx, t)
+		return s.readTxn(ctx, t, size)
 	}
 	r := getRequest()
 	r.txn = t
@@ -130,13 +131,26 @@ func (s *Store) validateOp(op *Op) error {
 	return nil
 }
 
-// readTxn runs a transaction without writes on a read view.
-func (s *Store) readTxn(ctx context.Context, t TxnRequest) (TxnResponse, error) {
+// errUnpublished stops a read-only transaction whose view holds a group
+// commit not yet published.
+var errUnpublished = errors.New("kv: view ahead of the published revision")
+
+// readTxn runs a transaction without writes on a read view of the published
+// revision. When the file already holds a group commit still being
+// published (its compares would need the state of an older revision), the
+// transaction goes through the committer instead, which runs it after that
+// group is published; it writes nothing, so it creates no revision.
+func (s *Store) readTxn(ctx context.Context, t TxnRequest, size int) (TxnResponse, error) {
+	// Loaded before the view starts, so it is at most the view's revision.
+	published := s.rev.Load()
 	var resp TxnResponse
 	err := s.view(func(tx *bolt.Tx) error {
 		rev, _, err := readRevs(tx)
 		if err != nil {
 			return err
+		}
+		if rev != published {
+			return errUnpublished
 		}
 		b := tx.Bucket(bucketKV)
 		ok, err := compareAll(b, t.Compare)
@@ -160,6 +174,13 @@ func (s *Store) readTxn(ctx context.Context, t TxnRequest) (TxnResponse, error) 
 		}
 		return nil
 	})
+	if errors.Is(err, errUnpublished) {
+		r := getRequest()
+		r.txn = t
+		r.size = size
+		resp, err = s.write(r)
+		putRequest(r)
+	}
 	if err != nil {
 		return TxnResponse{}, err
 	}

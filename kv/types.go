@@ -1,6 +1,9 @@
 package kv
 
-import "errors"
+import (
+	"errors"
+	"fmt"
+)
 
 var (
 	// ErrCompacted is returned for a read or history request below the
@@ -25,6 +28,23 @@ var (
 	// ErrClosed is returned by every call after Close.
 	ErrClosed = errors.New("kv: store is closed")
 )
+
+// CompactedError is the error of a read or history request below the
+// compact revision: Requested is the revision asked for, Compact the compact
+// revision that refused it (the lowest revision still readable).
+// errors.Is(err, ErrCompacted) matches it.
+type CompactedError struct {
+	Requested int64
+	Compact   int64
+}
+
+// Error keeps ErrCompacted's message, followed by both revisions.
+func (e *CompactedError) Error() string {
+	return fmt.Sprintf("%v: revision %d, compact revision %d", ErrCompacted, e.Requested, e.Compact)
+}
+
+// Unwrap returns ErrCompacted.
+func (e *CompactedError) Unwrap() error { return ErrCompacted }
 
 // KeyValue is one version of a key. Key and Value are owned by the KeyValue
 // and must not be modified by the caller.

@@ -92,7 +92,7 @@ func TestDashboardSignIn(t *testing.T) {
 	p := b.newPage("dashboard", s.base+"/")
 	p.waitFor(t, "sign-in form instead of the panels",
 		`!document.querySelector("#signin").hidden && document.querySelector("#app").hidden && document.querySelector("#who").hidden &&
-		 document.querySelector("#signin-token").type === "password"`, signinState, waitTimeout)
+		 document.querySelector("#signin-token").type === "password" && document.querySelector("#conn").dataset.state === "signedOut"`, signinState, waitTimeout)
 
 	p.run(t, setInput("signin-token", "wg_this-is-not-a-token"), chromedp.Click(chromedp.ID("signin-btn")))
 	p.waitFor(t, "a bad token is refused clearly",
@@ -156,6 +156,23 @@ func TestDashboardSignIn(t *testing.T) {
 // it.
 func clientSession(t *testing.T, s *server, p *page, file string, rw, ro accessToken) {
 	t.Helper()
+	// A watch without a session: the handshake is refused (401), the client
+	// asks GET /v1/session, says "signedOut" and does not retry.
+	p.eval(t, `(async () => {
+  const m = await import("/watchgate.js");
+  const wg = new m.Watchgate({minBackoff: 100, maxBackoff: 200});
+  window.refused = [];
+  wg.addEventListener("state", (e) => window.refused.push(e.detail.state + (e.detail.code ? " " + e.detail.code : "")));
+  wg.watch({key: "app/", prefix: true});
+})()`, nil)
+	p.waitFor(t, "signedOut for a refused handshake", `window.refused.includes("signedOut 401")`, `window.refused`, waitTimeout)
+	time.Sleep(time.Second)
+	var refused []string
+	p.eval(t, `window.refused`, &refused)
+	if diff := cmp.Diff([]string{"connecting", "signedOut 401"}, refused); diff != "" {
+		t.Errorf("states of a watch without a session (-want +got):\n%s", diff)
+	}
+
 	var got map[string]any
 	p.eval(t, `(async () => {
   const m = await import("/watchgate.js");

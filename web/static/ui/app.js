@@ -731,6 +731,10 @@ function showSignIn(message) {
   $("app").hidden = true;
   $("who").hidden = true;
   $("signin").hidden = false;
+  if (wg.state !== "expired") {
+    conn.dataset.state = "signedOut";
+    conn.textContent = "signed out";
+  }
   const msg = $("signin-msg");
   msg.textContent = message || "";
   if (message) msg.dataset.kind = "error";

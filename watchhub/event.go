@@ -3,6 +3,7 @@ package watchhub
 import (
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/watchgate/watchgate/kv"
 	"github.com/watchgate/watchgate/kvjson"
@@ -21,6 +22,10 @@ type Event struct {
 	*kv.Event
 
 	size int
+	// notified is when the hub was notified of the event's commit, as
+	// nanoseconds since notifyEpoch plus one; 0 for events the hub read
+	// from history or a snapshot.
+	notified int64
 
 	mu  sync.Mutex // serialises the first encoding of each form
 	enc [4]atomic.Pointer[[]byte]
@@ -33,6 +38,26 @@ const (
 	formJSON
 	formJSONPrev
 )
+
+// notifyEpoch is the origin of Event.notified. Stamps are taken with
+// time.Since, so Notified's result carries a monotonic clock reading and
+// time.Since(e.Notified()) is immune to wall clock changes.
+var notifyEpoch = time.Now()
+
+// notifyStamp is the current time as an Event.notified value.
+func notifyStamp() int64 { return int64(time.Since(notifyEpoch)) + 1 }
+
+// Notified returns when the hub was notified of the event's commit by the
+// store: one time shared by every event of a group commit. It is the zero
+// time for an event the hub did not receive from a commit notification
+// (one read back from the store's history for a watcher catching up, or a
+// snapshot's put).
+func (e *Event) Notified() time.Time {
+	if e.notified == 0 {
+		return time.Time{}
+	}
+	return notifyEpoch.Add(time.Duration(e.notified - 1))
+}
 
 // eventSize approximates the memory an event holds, for queue and buffer
 // bounds.

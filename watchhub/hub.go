@@ -305,6 +305,7 @@ func (h *Hub) notifyLocked(batches []kv.Batch) {
 	store := make([]Event, total)
 	flat := make([]*Event, 0, total)
 	touched := h.touched[:0]
+	notified := notifyStamp() // one clock read for the whole group commit
 	for i := range batches {
 		b := &batches[i]
 		if b.Revision <= h.rev {
@@ -318,6 +319,7 @@ func (h *Hub) notifyLocked(batches []kv.Batch) {
 			e := &store[n]
 			e.Event = &kevs[n]
 			e.size = eventSize(e.Event)
+			e.notified = notified
 			size += e.size
 			flat = append(flat, e)
 		}

@@ -206,8 +206,7 @@ func (s *Store) commitGroup(reqs []*request) {
 		g.batches = append(g.batches, Batch{Revision: sp.rev, Events: evs})
 	}
 	s.mu.Lock()
-	s.rev.Store(cur)
-	s.published.Store(&publishedState{rev: cur, keys: g.keys})
+	s.publish(cur, g.keys)
 	for _, sub := range s.subs {
 		sub.fn(g.batches)
 	}

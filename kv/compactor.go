@@ -9,13 +9,14 @@ import (
 	bolt "go.etcd.io/bbolt"
 )
 
-// Compaction has two steps. Compact makes the new compact revision C
-// durable in meta, and from then on every read and History below C fails:
-// reads check C inside their own bbolt view, and nothing is deleted for C
-// before C is durable, so a view that shows C holds all it needs to read at
-// C or later. The compactor goroutine then deletes what no read at C or
-// later needs, in transactions of bounded size (Options.compactChunk
-// history events each) so that commits never wait long for it:
+// Compaction has two steps. Compact publishes the new compact revision C
+// in memory and makes it durable in meta; from the first, every read and
+// History below C fails. Reads check C (the higher of their own bbolt
+// view's and the in-memory one), and nothing is deleted for C before C is
+// durable, so a view holds all it needs to read at C or later. The
+// compactor goroutine then deletes what no read at C or later needs, in
+// transactions of bounded size (Options.compactChunk history events each)
+// so that commits never wait long for it:
 //
 //   - for every event (K, r, s) with r <= C, the index entries and history
 //     records of K at (r', s') < (r, s) with r' < C: versions that a newer
@@ -37,8 +38,9 @@ import (
 // target's revision, whose events were handled with the old bound.
 
 // Compact drops history older than rev: afterwards reads and history below
-// rev fail with a *CompactedError (matching ErrCompacted). Revisions reports
-// the new compact revision no later than the first read it refuses. ErrFutureRev if rev > current,
+// rev fail with a *CompactedError (matching ErrCompacted). From the moment
+// Revisions reports the new compact revision, reads below it are refused,
+// and only then (Compact returns after both). ErrFutureRev if rev > current,
 // ErrAlreadyCompacted if rev <= the compact revision.
 //
 // Compact returns once the new compact revision is durable; the space is
@@ -60,10 +62,10 @@ func (s *Store) Compact(ctx context.Context, rev int64) error {
 	if rev <= compact {
 		return fmt.Errorf("%w: revision %d, compact revision %d", ErrAlreadyCompacted, rev, compact)
 	}
-	// Published before it is durable: reads check the compact revision of
-	// their own view, so from the moment a read can be refused below rev,
-	// Revisions already reports rev. Reads below rev that start meanwhile
-	// are still served (their view holds the old compact revision).
+	// Published before it is durable, so that it is never below the
+	// durable one: reads refuse below the in-memory compact revision as
+	// well as below their view's, so Revisions and the reads agree at
+	// every moment (see readFloor).
 	s.compact.Store(rev)
 	err := s.db.Update(func(tx *bolt.Tx) error {
 		b := make([]byte, 8)
@@ -71,7 +73,8 @@ func (s *Store) Compact(ctx context.Context, rev int64) error {
 		return tx.Bucket(bucketMeta).Put(metaCompact, b)
 	})
 	if err != nil {
-		// Nothing was compacted: no view shows rev.
+		// Nothing was compacted: no view shows rev. Reads refused below
+		// rev meanwhile are served again.
 		s.compact.Store(compact)
 		return fmt.Errorf("kv: compact: %w", mapErr(err))
 	}

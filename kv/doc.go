@@ -15,8 +15,8 @@
 // Concurrent writers are grouped into one bbolt transaction and one fsync
 // (group commit). Nothing is acknowledged to a writer or handed to a commit
 // subscriber before the fsync of its transaction returned. A group's
-// revisions are published (Revisions reports them) once its subscribers
-// were handed them; reads at the current revision, read-only transactions,
+// revisions are published (Revisions reports them) as they are handed to
+// the subscribers, before the writers are acknowledged; reads at the current revision, read-only transactions,
 // History and Status show exactly the published revision, never a group
 // that is durable but not yet published.
 //

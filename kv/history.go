@@ -35,6 +35,7 @@ func (s *Store) History(ctx context.Context, from, to int64, maxEvents int) (bat
 		if err != nil {
 			return err
 		}
+		compact = s.readFloor(compact)
 		cur = min(cur, published)
 		if from < compact {
 			return &CompactedError{Requested: from, Compact: compact}

@@ -31,6 +31,7 @@ func (s *Store) Range(ctx context.Context, r RangeRequest) (RangeResult, error) 
 		if err != nil {
 			return err
 		}
+		compact = s.readFloor(compact)
 		rev := r.Rev
 		if rev == 0 {
 			rev = published

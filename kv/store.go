@@ -47,9 +47,11 @@ type Store struct {
 	// rev is the last published revision; written only by the committer
 	// (under mu), read anywhere.
 	rev atomic.Int64
-	// published is the last published revision with its live key count,
-	// stored with rev (under mu) for Status.
-	published atomic.Pointer[publishedState]
+	// pubKeys is the live key count at rev. pubSeq is odd while the
+	// committer updates rev and pubKeys, so that Status reads the pair
+	// consistently without a lock (seqlock; one writer, the committer).
+	pubKeys atomic.Int64
+	pubSeq  atomic.Uint64
 	// compact is the compact revision; written under compactMu, before
 	// it is durable (see Compact).
 	compact atomic.Int64
@@ -78,11 +80,6 @@ type Store struct {
 	keys     int64 // live keys after the last commit
 	lastTime int64 // last commit time written to the times bucket
 	g        group
-}
-
-// publishedState is a published revision and the live keys at it.
-type publishedState struct {
-	rev, keys int64
 }
 
 type subscriber struct {
@@ -210,7 +207,7 @@ func (s *Store) load() (needCompact bool, err error) {
 			s.lastTime = t
 		}
 		s.rev.Store(rev)
-		s.published.Store(&publishedState{rev: rev, keys: keys})
+		s.pubKeys.Store(keys)
 		s.compact.Store(compact)
 		s.keys = keys
 		needCompact = done != compact
@@ -312,15 +309,10 @@ func (s *Store) Status() (Status, error) {
 	if s.closed.Load() {
 		return Status{}, ErrClosed
 	}
-	// The compact revision first: it was at most the published revision
-	// when it was set, and the published state follows rev at once.
+	// The compact revision first: it was at most rev when it was set.
 	compact := s.compact.Load()
-	pub := s.published.Load()
-	for pub.rev < compact {
-		runtime.Gosched()
-		pub = s.published.Load()
-	}
-	st := Status{Revision: pub.rev, CompactRevision: compact, Keys: pub.keys}
+	rev, keys := s.publishedState()
+	st := Status{Revision: rev, CompactRevision: compact, Keys: keys}
 	err := s.view(func(tx *bolt.Tx) error {
 		st.DBSizeBytes = tx.Size()
 		return nil
@@ -329,6 +321,30 @@ func (s *Store) Status() (Status, error) {
 		return Status{}, err
 	}
 	return st, nil
+}
+
+// publish makes rev, with keys live keys, the published revision. Called
+// by the committer only, under mu.
+func (s *Store) publish(rev, keys int64) {
+	s.pubSeq.Add(1)
+	s.rev.Store(rev)
+	s.pubKeys.Store(keys)
+	s.pubSeq.Add(1)
+}
+
+// publishedState returns the published revision and the live keys at it,
+// read as one pair.
+func (s *Store) publishedState() (rev, keys int64) {
+	for {
+		seq := s.pubSeq.Load()
+		if seq&1 == 0 {
+			rev, keys = s.rev.Load(), s.pubKeys.Load()
+			if s.pubSeq.Load() == seq {
+				return rev, keys
+			}
+		}
+		runtime.Gosched()
+	}
 }
 
 // Check runs bbolt's consistency check on the open file and checks that the
@@ -373,10 +389,10 @@ func mapErr(err error) error {
 }
 
 // readRevs reads the current and compact revisions of a transaction's view.
-// Reads check their revision against these rather than against the
-// in-memory counters: the compactor deletes only after the compact
-// revision it works for is durable, so a view whose compact revision is C
-// holds everything needed to read at any revision >= C.
+// The compactor deletes only after the compact revision it works for is
+// durable, so a view whose compact revision is C holds everything needed to
+// read at any revision >= C. Reads refuse below the higher of C and the
+// in-memory compact revision (see readFloor).
 func readRevs(tx *bolt.Tx) (rev, compact int64, err error) {
 	meta := tx.Bucket(bucketMeta)
 	if rev, err = getUint64(meta.Get(metaRev)); err != nil {
@@ -386,6 +402,16 @@ func readRevs(tx *bolt.Tx) (rev, compact int64, err error) {
 		return 0, 0, err
 	}
 	return rev, compact, nil
+}
+
+// readFloor returns the lowest revision a read on a view whose compact
+// revision is viewCompact may serve: the higher of it and the compact
+// revision Revisions reports. Compact publishes the in-memory revision
+// before making it durable, so it is never below a durable one: a read is
+// refused below exactly the compact revision Revisions reports from then on,
+// and a read that Revisions says is served finds its data in the view.
+func (s *Store) readFloor(viewCompact int64) int64 {
+	return max(viewCompact, s.compact.Load())
 }
 
 // checkCall is the common entry check of the public methods.

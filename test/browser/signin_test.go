@@ -147,14 +147,15 @@ func TestDashboardSignIn(t *testing.T) {
 	p.run(t, chromedp.Reload())
 	p.waitFor(t, "the form after a reload", `!document.querySelector("#signin").hidden && document.querySelector("#app").hidden`, signinState, waitTimeout)
 
-	clientSession(t, s, p, file, rw, ro)
+	clientSession(t, s, b, p, file, rw, ro)
 }
 
 // clientSession checks watchgate.js on its own: session(), signIn(),
 // signOut(), errors marked unauthorized and forbidden, and the state
 // "expired" for a socket whose token expires, with no reconnection after
-// it.
-func clientSession(t *testing.T, s *server, p *page, file string, rw, ro accessToken) {
+// it; and that the dashboard p, signed in with that token, returns to the
+// form saying the session expired.
+func clientSession(t *testing.T, s *server, b *browser, p *page, file string, rw, ro accessToken) {
 	t.Helper()
 	// A watch without a session: the handshake is refused (401), the client
 	// asks GET /v1/session, says "signedOut" and does not retry.
@@ -204,7 +205,7 @@ func clientSession(t *testing.T, s *server, p *page, file string, rw, ro accessT
 
 	// A token that expires while its socket is open: the server closes it
 	// with 1008, the client says "expired" and stops.
-	short := accessToken{name: "short", token: access.NewToken(), read: []string{"app/"}, expiresAfter: 4 * time.Second}
+	short := accessToken{name: "short", token: access.NewToken(), read: []string{"app/"}, expiresAfter: 5 * time.Second}
 	writeAccessFile(t, file, rw, ro, short)
 	if err := s.cmd.Process.Signal(syscall.SIGHUP); err != nil {
 		t.Fatal(err)
@@ -220,7 +221,11 @@ func clientSession(t *testing.T, s *server, p *page, file string, rw, ro accessT
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
-	p.eval(t, `(async () => {
+	p.run(t, setInput("signin-token", short.token), chromedp.Click(chromedp.ID("signin-btn")))
+	p.waitFor(t, "dashboard signed in with the short token",
+		`document.querySelector("#who-name").textContent === "short" && document.querySelector("#conn").dataset.state === "connected"`, signinState, waitTimeout)
+	c := b.newPage("client", s.base+"/healthz")
+	c.eval(t, `(async () => {
   const m = await import("/watchgate.js");
   const wg = new m.Watchgate({minBackoff: 100, maxBackoff: 200});
   window.expiry = {states: [], ended: false};
@@ -230,11 +235,14 @@ func clientSession(t *testing.T, s *server, p *page, file string, rw, ro accessT
   await new Promise((resolve) => w.addEventListener("created", resolve, {once: true}));
   window.expiry.wg = wg;
 })()`, nil)
-	p.waitFor(t, "the state expired after the token's end", `window.expiry.states.includes("expired 1008")`, `window.expiry.states`, waitTimeout)
+	c.waitFor(t, "the state expired after the token's end", `window.expiry.states.includes("expired 1008")`, `window.expiry.states`, waitTimeout)
+	p.waitFor(t, "the dashboard's form says the session expired",
+		`!document.querySelector("#signin").hidden && document.querySelector("#app").hidden && document.querySelector("#conn").dataset.state === "expired" &&
+		 document.querySelector("#signin-msg").textContent.startsWith("Your session has expired")`, signinState, waitTimeout)
 	// Longer than several backoffs: nothing more happens.
 	time.Sleep(time.Second)
 	var states []string
-	p.eval(t, `window.expiry.states`, &states)
+	c.eval(t, `window.expiry.states`, &states)
 	if i := indexOf(states, "expired 1008"); i != len(states)-1 {
 		t.Errorf("states %q: want nothing after expired (no reconnection loop)", states)
 	}

@@ -332,6 +332,19 @@ function backoff(attempt, min, max) {
  */
 
 /**
+ * @typedef {Object} Session
+ * Who requests act as: GET /v1/session. Without access control on the
+ * server it is the anonymous session, allowed everything
+ * ({name: "anonymous", read: [{prefix: ""}], write: [{prefix: ""}]}).
+ * @property {string} name the token's name
+ * @property {Array<{prefix?: string, prefix_b64?: string}>} read key
+ *   prefixes it may read ("" is every key)
+ * @property {Array<{prefix?: string, prefix_b64?: string}>} write key
+ *   prefixes it may write
+ * @property {string} [expires] RFC 3339, when the token expires
+ */
+
+/**
  * @typedef {Object} WatchOptions
  * @property {string|Uint8Array} key the key, or the start of the range
  * @property {boolean} [prefix] watch every key that starts with key (the
@@ -409,19 +422,6 @@ export class Watchgate extends EventTarget {
   }
 
   // ---- session ----
-
-  /**
-   * @typedef {Object} Session
-   * Who requests act as: GET /v1/session. Without access control on the
-   * server it is the anonymous session, allowed everything
-   * ({name: "anonymous", read: [{prefix: ""}], write: [{prefix: ""}]}).
-   * @property {string} name the token's name
-   * @property {Array<{prefix?: string, prefix_b64?: string}>} read key
-   *   prefixes it may read ("" is every key)
-   * @property {Array<{prefix?: string, prefix_b64?: string}>} write key
-   *   prefixes it may write
-   * @property {string} [expires] RFC 3339, when the token expires
-   */
 
   /**
    * Signs in with a token: POST /v1/session with it as a bearer token. The

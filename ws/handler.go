@@ -94,6 +94,13 @@ type Options struct {
 	Stream watchhub.StreamOptions
 	// Logger receives the handler's logs; nil means zerolog.Nop().
 	Logger *zerolog.Logger
+	// OnSend, when set, is called by a socket's write loop after each
+	// batch it wrote to the connection that carried change events: events
+	// is how many (snapshot entries are not counted), oldestNotify the
+	// earliest watchhub.Event.Notified among them, the zero time when none
+	// has one (all were read back from history). It must be fast and safe
+	// for concurrent use; nil costs nothing.
+	OnSend func(events int, oldestNotify time.Time)
 }
 
 func (o *Options) setDefaults() {

@@ -63,6 +63,10 @@ type socket struct {
 	next    *reply
 	resps   []watchhub.Response
 	msg     []byte
+	// Change events written in this batch and the earliest notify time
+	// among them, kept only when Options.OnSend is set.
+	sent         int
+	oldestNotify time.Time
 }
 
 func newSocket(h *Handler, r *http.Request, conn *websocket.Conn, cork *corkConn, stream *watchhub.Stream) *socket {
@@ -323,6 +327,11 @@ func (s *socket) writeBatch(shrink bool) error {
 	if err2 := s.cork.uncork(); err == nil {
 		err = err2
 	}
+	sent, oldest := s.sent, s.oldestNotify
+	s.sent, s.oldestNotify = 0, time.Time{}
+	if err == nil && sent > 0 {
+		s.h.opts.OnSend(sent, oldest)
+	}
 	return err
 }
 
@@ -369,6 +378,9 @@ func (s *socket) writeResponse(r *watchhub.Response) error {
 	case watchhub.KindCreated:
 		return s.write(appendRevMessage(s.msg[:0], TypeCreated, r.WatchID, r.Revision))
 	case watchhub.KindEvents, watchhub.KindSnapshot:
+		if r.Kind == watchhub.KindEvents && s.h.opts.OnSend != nil {
+			s.countSent(r.Events)
+		}
 		return s.writeEvents(r)
 	case watchhub.KindProgress:
 		return s.write(appendProgress(s.msg[:0], r.Revision))
@@ -443,6 +455,16 @@ func (s *socket) writeEvents(r *watchhub.Response) error {
 		i = j
 	}
 	return nil
+}
+
+// countSent adds evs, about to be written, to the batch's OnSend figures.
+func (s *socket) countSent(evs []*watchhub.Event) {
+	s.sent += len(evs)
+	for _, e := range evs {
+		if n := e.Notified(); !n.IsZero() && (s.oldestNotify.IsZero() || n.Before(s.oldestNotify)) {
+			s.oldestNotify = n
+		}
+	}
 }
 
 // write sends one message. The connection is corked, so this only copies

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"os/exec"
 	"strconv"
 	"strings"
 	"sync"
@@ -543,5 +544,49 @@ func TestEtcdGatewaysFailover(t *testing.T) {
 	_, err = sseclient.Connect(ctx, gw1.base+"/v1/watch/w/?prefix=true", sseclient.Options{LastEventID: "compacted"})
 	if se, ok := errors.AsType[*sseclient.StatusError](err); !ok || se.StatusCode != http.StatusNoContent {
 		t.Errorf("resuming from Last-Event-ID compacted: %v, want 204", err)
+	}
+}
+
+// TestEtcdGatewayExitsWhenFeedLost cuts a gateway off from etcd (its only
+// endpoint is one member, which is killed) while the rest of the cluster
+// writes and compacts past the gateway's revision. When the member is
+// back, the gateway's etcd watch cannot resume: the gateway must exit
+// non-zero, so that its supervisor restarts it, rather than serve a
+// stream with a hole.
+func TestEtcdGatewayExitsWhenFeedLost(t *testing.T) {
+	c := etcdtest.Start(t, etcdtest.Options{})
+	gw := startBinary(t, t.TempDir(), "--backend", "etcd", "--etcd-endpoints", c.Member(2).ClientURL)
+	client := &http.Client{Timeout: 10 * time.Second}
+	if _, err := e2eWrite(client, http.MethodPut, gw.base+"/v1/kv/a", "1"); err != nil {
+		t.Fatal(err)
+	}
+	c.Kill(2)
+	cli := c.Client()
+	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+	defer cancel()
+	var rev int64
+	for i := range 5 {
+		resp, err := cli.Put(ctx, "b", strconv.Itoa(i))
+		if err != nil {
+			t.Fatal(err)
+		}
+		rev = resp.Header.Revision
+	}
+	if _, err := cli.Compact(ctx, rev); err != nil {
+		t.Fatal(err)
+	}
+	c.Restart(2)
+	select {
+	case <-gw.exited:
+	case <-time.After(40 * time.Second):
+		t.Fatalf("the gateway still runs 40s after its etcd watch lost its place to a compaction:\n%s", gw.logs.String())
+	}
+	var ee *exec.ExitError
+	if !errors.As(gw.err, &ee) || ee.ExitCode() != 1 {
+		t.Fatalf("the gateway exited with %v, want exit status 1:\n%s", gw.err, gw.logs.String())
+	}
+	logs := gw.logs.String()
+	if !strings.Contains(logs, "commit feed lost to compaction") || !strings.Contains(logs, `"message":"stopped"`) {
+		t.Errorf("the log does not say why the gateway exited, or it did not shut down in order:\n%s", logs)
 	}
 }

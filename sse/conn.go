@@ -23,6 +23,11 @@ type conn struct {
 	startSub int32
 
 	resps []watchhub.Response
+
+	// Change events encoded since the last flush and the earliest notify
+	// time among them, kept only when Options.OnSend is set.
+	sent         int
+	oldestNotify time.Time
 }
 
 // run streams until the watch ends, the client goes, the hub closes or
@@ -129,6 +134,12 @@ func (c *conn) writeEvents(r *watchhub.Response) error {
 		if err := c.enc.WriteEventData(p, ev.Type, rev, ev.Data(r.PrevKV)); err != nil {
 			return err
 		}
+		if c.h.opts.OnSend != nil {
+			c.sent++
+			if n := ev.Notified(); !n.IsZero() && (c.oldestNotify.IsZero() || n.Before(c.oldestNotify)) {
+				c.oldestNotify = n
+			}
+		}
 	}
 	return nil
 }
@@ -160,9 +171,14 @@ func (c *conn) flush() bool {
 	// stream even while nothing is being written.
 	_ = c.rc.SetWriteDeadline(time.Time{})
 	c.enc.Reset()
+	sent, oldest := c.sent, c.oldestNotify
+	c.sent, c.oldestNotify = 0, time.Time{}
 	if err != nil {
 		c.h.log.Debug().Err(err).Str("path", c.r.URL.EscapedPath()).Msg("watch stream write failed")
 		return false
+	}
+	if sent > 0 {
+		c.h.opts.OnSend(sent, oldest)
 	}
 	return true
 }

@@ -60,6 +60,13 @@ type Options struct {
 	ProblemJSON func(err error) []byte
 	// Logger receives the handler's logs; nil means zerolog.Nop().
 	Logger *zerolog.Logger
+	// OnSend, when set, is called by a stream's goroutine after each
+	// write and flush to its client that carried change events: events is
+	// how many (snapshot entries are not counted), oldestNotify the
+	// earliest watchhub.Event.Notified among them, the zero time when none
+	// has one (all were read back from history). It must be fast and safe
+	// for concurrent use; nil costs nothing.
+	OnSend func(events int, oldestNotify time.Time)
 }
 
 func (o *Options) setDefaults() {

@@ -3,6 +3,8 @@ package kv
 import (
 	"context"
 	"errors"
+	"fmt"
+	"sync"
 	"testing"
 	"time"
 
@@ -226,4 +228,73 @@ func TestCompactedSeesPublishedCompact(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestReadsBetweenPublishedRevisions runs reads alongside concurrent
+// writers: every read shows a revision published between its call and its
+// return, never one still being published.
+func TestReadsBetweenPublishedRevisions(t *testing.T) {
+	ctx := context.Background()
+	s := openStore(t, Options{NoSync: true})
+	const writers, writes, readers = 4, 150, 2
+	var wg sync.WaitGroup
+	stop := make(chan struct{})
+	for w := range writers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range writes {
+				if _, err := s.Put(ctx, []byte(fmt.Sprintf("k/%d/%d", w, i%7)), []byte("v")); err != nil {
+					t.Error(err)
+					return
+				}
+			}
+		}()
+	}
+	reads := []struct {
+		name string
+		read func() (int64, error)
+	}{
+		{"range", func() (int64, error) {
+			res, err := s.Range(ctx, RangeRequest{Key: []byte("k/"), End: PrefixEnd([]byte("k/")), CountOnly: true})
+			return res.Rev, err
+		}},
+		{"txn", func() (int64, error) {
+			resp, err := s.Txn(ctx, TxnRequest{Success: []Op{{Type: OpGet, Key: []byte("k/0/0")}}})
+			return resp.Revision, err
+		}},
+		{"status", func() (int64, error) {
+			st, err := s.Status()
+			return st.Revision, err
+		}},
+	}
+	var rwg sync.WaitGroup
+	for r := range readers {
+		rwg.Add(1)
+		go func() {
+			defer rwg.Done()
+			for i := 0; ; i++ {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				rd := reads[(i+r)%len(reads)]
+				before, _ := s.Revisions()
+				got, err := rd.read()
+				after, _ := s.Revisions()
+				if err != nil {
+					t.Errorf("%s: %v", rd.name, err)
+					return
+				}
+				if got < before || got > after {
+					t.Errorf("%s at revision %d, published %d before and %d after", rd.name, got, before, after)
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	close(stop)
+	rwg.Wait()
 }

@@ -26,6 +26,8 @@ type Metrics struct {
 	commitEvents  prometheus.Counter
 	authFailures  prometheus.Counter
 	limited       *prometheus.CounterVec
+	eventsSent    *prometheus.CounterVec
+	notifyToSend  *prometheus.HistogramVec
 }
 
 // NewMetrics makes the metrics on a new registry.
@@ -59,14 +61,29 @@ func NewMetrics() *Metrics {
 			Name: "watchgate_limited_total",
 			Help: "Requests refused with 429, by limit (write_rate, streams).",
 		}, []string{"limit"}),
+		eventsSent: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "watchgate_events_sent_total",
+			Help: "Change events written to watch clients, by transport (sse, ws); snapshot entries are not counted.",
+		}, []string{"transport"}),
+		notifyToSend: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name: "watchgate_notify_to_send_seconds",
+			Help: "Time from the store's commit notification of a revision to the write of its events to a client, by transport; one observation per write, for its oldest event (events read back from history are not observed).",
+			// From a write to a waiting client to one that is catching up.
+			Buckets: []float64{.0001, .00025, .0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10},
+		}, []string{"transport"}),
 	}
 	m.reg.MustRegister(
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		m.requests, m.writeDuration, m.commitRevs, m.commitEvents, m.authFailures, m.limited,
+		m.eventsSent, m.notifyToSend,
 	)
 	for _, l := range []string{"write_rate", "streams"} {
 		m.limited.WithLabelValues(l)
+	}
+	for _, t := range []string{"sse", "ws"} {
+		m.eventsSent.WithLabelValues(t)
+		m.notifyToSend.WithLabelValues(t)
 	}
 	return m
 }
@@ -80,6 +97,24 @@ func (m *Metrics) ObserveCommits(batches []kv.Batch) {
 		n += len(batches[i].Events)
 	}
 	m.commitEvents.Add(float64(n))
+}
+
+// onSend returns the OnSend hook of a watch transport (sse.Options,
+// ws.Options) that feeds watchgate_events_sent_total and
+// watchgate_notify_to_send_seconds under the label transport, then calls
+// next when it is set.
+func (m *Metrics) onSend(transport string, next func(int, time.Time)) func(int, time.Time) {
+	sent := m.eventsSent.WithLabelValues(transport)
+	latency := m.notifyToSend.WithLabelValues(transport)
+	return func(events int, oldestNotify time.Time) {
+		sent.Add(float64(events))
+		if !oldestNotify.IsZero() {
+			latency.Observe(time.Since(oldestNotify).Seconds())
+		}
+		if next != nil {
+			next(events, oldestNotify)
+		}
+	}
 }
 
 // Registry is the registry /metrics serves, for collectors of other parts.

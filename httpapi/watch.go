@@ -23,6 +23,7 @@ func (s *Server) newWatchHandlers() error {
 	so.MaxKeySize = s.opts.MaxKeySize
 	so.WriteError = s.writeError
 	so.ProblemJSON = s.ProblemJSON
+	so.OnSend = s.metrics.onSend("sse", so.OnSend)
 	if so.Logger == nil {
 		l := s.log.With().Str("transport", "sse").Logger()
 		so.Logger = &l
@@ -32,6 +33,7 @@ func (s *Server) newWatchHandlers() error {
 	wo := s.opts.WS
 	wo.MaxKeySize = s.opts.MaxKeySize
 	wo.Authorize = s.authorizeWatch
+	wo.OnSend = s.metrics.onSend("ws", wo.OnSend)
 	wo.Expires = func(r *http.Request) time.Time {
 		if p := Principal(r.Context()); p != nil {
 			return p.Expires

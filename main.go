@@ -13,6 +13,12 @@
 // --retain-revisions from WATCHGATE_RETAIN_REVISIONS, and so on; a flag on
 // the command line wins over the environment. `watchgate -h` lists them.
 // SIGHUP reloads the access file; SIGINT and SIGTERM shut down gracefully.
+//
+// The store is embedded (--backend=kv, a bbolt file in --data) or an etcd
+// v3 cluster (--backend=etcd --etcd-endpoints=...), in front of which any
+// number of watchgate processes serve the same revisions. A gateway whose
+// etcd store fails for good exits with status 1 after shutting down, so
+// that its supervisor restarts it.
 package main
 
 import (

@@ -23,6 +23,8 @@ type config struct {
 	etcdBin   string
 	wgBin     string // prebuilt watchgate binary; empty: build from src
 	src       string
+	rev       string // build this commit of src instead of its working tree
+	built     bool   // wgBin was built by this run
 	toolchain string
 	out       string // directory for results.md, results.json, results.svg
 	update    string // a Markdown file whose generated section is replaced
@@ -237,6 +239,7 @@ func parseFlags(args []string, stderr io.Writer) (*config, error) {
 	fs.StringVar(&c.etcdBin, "etcd-bin", c.etcdBin, "etcd binary (Debian's etcd-server, 3.4)")
 	fs.StringVar(&c.wgBin, "watchgate-bin", "", "prebuilt watchgate binary (default: build the repository with -toolchain)")
 	fs.StringVar(&c.src, "src", "", "the watchgate repository (default: found from the working directory)")
+	fs.StringVar(&c.rev, "rev", "", "build watchgate from this commit (git archive) instead of the working tree, e.g. HEAD")
 	fs.StringVar(&c.toolchain, "toolchain", c.toolchain, "GOTOOLCHAIN for building watchgate")
 	fs.StringVar(&c.out, "out", c.out, "directory for results.md, results.json and results.svg (empty: none)")
 	fs.StringVar(&c.update, "update", "", "Markdown file whose section between the bench:begin and bench:end markers is replaced by the results")

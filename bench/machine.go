@@ -40,11 +40,18 @@ func describeMachine(cfg *config) *machine {
 	if cfg.etcd {
 		m.EtcdVersion, _ = checkEtcd(cfg.etcdBin)
 	}
-	if cfg.src != "" {
+	switch {
+	case cfg.wgBin != "" && !cfg.built:
+		m.Commit = "binary " + cfg.wgBin
+	case cfg.src != "" && cfg.rev != "":
+		if out, err := exec.Command("git", "-C", cfg.src, "rev-parse", "--short", cfg.rev+"^{commit}").Output(); err == nil {
+			m.Commit = strings.TrimSpace(string(out))
+		}
+	case cfg.src != "":
 		if out, err := exec.Command("git", "-C", cfg.src, "rev-parse", "--short", "HEAD").Output(); err == nil {
 			m.Commit = strings.TrimSpace(string(out))
 			if st, err := exec.Command("git", "-C", cfg.src, "status", "--porcelain", "--untracked-files=no").Output(); err == nil && len(st) > 0 {
-				m.Commit += " (with uncommitted changes)"
+				m.Commit += " with the working tree's uncommitted changes"
 			}
 		}
 	}
@@ -62,7 +69,11 @@ func (m *machine) summary() string {
 	if m.LoadEnd != "" {
 		s += ", " + m.LoadEnd + " at end"
 	}
-	s += fmt.Sprintf("; watchgate %s built with %s", m.Commit, m.Toolchain)
+	if strings.HasPrefix(m.Commit, "binary ") {
+		s += "; watchgate " + m.Commit
+	} else {
+		s += fmt.Sprintf("; watchgate %s built with %s", m.Commit, m.Toolchain)
+	}
 	if m.EtcdVersion != "" {
 		s += "; etcd " + m.EtcdVersion
 	}

@@ -115,10 +115,19 @@ func runConfig(ctx context.Context, cfg *config, stdout, stderr io.Writer) error
 	}
 	defer os.RemoveAll(buildDir)
 	if cfg.wgBin == "" {
-		e.logf("building watchgate from %s with %s", cfg.src, cfg.toolchain)
-		if cfg.wgBin, err = buildWatchgate(cfg.src, buildDir, cfg.toolchain); err != nil {
+		src := cfg.src
+		if cfg.rev != "" {
+			// A clean tree of the commit, so the figures belong to it and
+			// not to whatever the working tree holds.
+			if src, err = exportRevision(cfg.src, cfg.rev, buildDir); err != nil {
+				return err
+			}
+		}
+		e.logf("building watchgate from %s%s with %s", cfg.src, revSuffix(cfg.rev), cfg.toolchain)
+		if cfg.wgBin, err = buildWatchgate(src, buildDir, cfg.toolchain); err != nil {
 			return err
 		}
+		cfg.built = true
 	}
 	for _, dir := range []string{cfg.perfDir, cfg.pprofDir} {
 		if dir != "" {

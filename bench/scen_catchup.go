@@ -260,7 +260,8 @@ func catchupRun(ctx context.Context, e *env, t *watchTarget, cas string, first, 
 		if ctx.Err() != nil {
 			return ctx.Err()
 		}
-		e.res.note("catchup", cas, "events/s", "/s", true, t.name, fmt.Sprintf("%d of %d in the %v limit", n, want, limit))
+		e.logf("catchup %s: %d of %d events in the %v limit", t.name, n, want, limit)
+		e.res.note("catchup", cas, "events/s", "/s", true, t.name, fmt.Sprintf("rate over the %v limit, unfinished", limit))
 	}
 	rate := float64(n) / elapsed.Seconds()
 	e.logf("catchup %s: %d events in %v: %.0f events/s; other writes p50 %.2f/%.2f ms, p99 %.2f/%.2f ms (before/during)",

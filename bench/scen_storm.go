@@ -158,7 +158,7 @@ func stormRun(ctx context.Context, e *env, srv *servers, t *watchTarget, cas str
 			return ctx.Err()
 		}
 		elapsed = time.Since(start)
-		e.res.note("storm", cas, "all live", "s", false, t.name, fmt.Sprintf("%d of %d live after %v", n, W, limit))
+		e.res.note("storm", cas, "all live", "s", false, t.name, fmt.Sprintf("not all live in the %v limit", limit))
 	}
 	e.logf("storm %s: %d of %d watchers live after %v", t.name, n, W, elapsed.Round(time.Millisecond))
 	e.res.add("storm", cas, "all live", "s", false, t.name, elapsed.Seconds())

@@ -180,12 +180,11 @@ func sustainedRun(ctx context.Context, e *env, t *watchTarget, cas string, rep i
 	e.res.add("sustained", cas, "p50", "ms", false, t.name, ms(h.quantile(0.5)))
 	e.res.add("sustained", cas, "p99", "ms", false, t.name, ms(h.quantile(0.99)))
 	if behind {
-		e.res.note("sustained", cas, "deliveries/s", "/s", true, t.name,
-			fmt.Sprintf("could not keep up: writes stopped more than 1 s behind schedule after %d of %d", n, total))
+		e.logf("sustained %s: could not keep up: writes stopped more than 1 s behind schedule after %d of %d", t.name, n, total)
+		e.res.note("sustained", cas, "deliveries/s", "/s", true, t.name, "could not keep up with the write rate")
 	}
 	if delivered < want {
-		e.res.note("sustained", cas, "deliveries/s", "/s", true, t.name,
-			fmt.Sprintf("%d of %d delivered within 30 s", delivered, want))
+		e.res.note("sustained", cas, "deliveries/s", "/s", true, t.name, "not all delivered within 30 s")
 	}
 	return nil
 }

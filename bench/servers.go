@@ -49,6 +49,42 @@ func buildWatchgate(src, dir, toolchain string) (string, error) {
 	return out, nil
 }
 
+// exportRevision writes the tree of commit rev of the repository at src
+// into dir/src (git archive) and returns that directory.
+func exportRevision(src, rev, dir string) (string, error) {
+	out := filepath.Join(dir, "src")
+	if err := os.MkdirAll(out, 0o755); err != nil {
+		return "", err
+	}
+	archive := exec.Command("git", "-C", src, "archive", "--format=tar", rev)
+	untar := exec.Command("tar", "-x", "-C", out)
+	pipe, err := archive.StdoutPipe()
+	if err != nil {
+		return "", err
+	}
+	untar.Stdin = pipe
+	var stderr strings.Builder
+	archive.Stderr = &stderr
+	if err := untar.Start(); err != nil {
+		return "", err
+	}
+	if err := archive.Run(); err != nil {
+		_ = untar.Wait()
+		return "", fmt.Errorf("git archive %s: %v: %s", rev, err, stderr.String())
+	}
+	if err := untar.Wait(); err != nil {
+		return "", fmt.Errorf("extracting %s: %w", rev, err)
+	}
+	return out, nil
+}
+
+func revSuffix(rev string) string {
+	if rev == "" {
+		return " (working tree)"
+	}
+	return " at " + rev
+}
+
 // startWatchgate starts the watchgate binary on a loopback port with a
 // temporary data directory and waits for GET /readyz.
 func startWatchgate(cfg *config) (*process, error) {

@@ -101,7 +101,7 @@ func (s *Server) checkWriteKey(key []byte) error {
 // preconditionFailed builds the 412 of a conditional write whose failure
 // branch read the key.
 func preconditionFailed(cond string, resp kv.TxnResponse) error {
-	e := &preconditionError{cond: cond}
+	e := &preconditionError{cond: cond, rev: resp.Revision}
 	if len(resp.Responses) == 1 && resp.Responses[0].Range != nil && len(resp.Responses[0].Range.KVs) > 0 {
 		e.current = &resp.Responses[0].Range.KVs[0]
 	}

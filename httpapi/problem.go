@@ -132,6 +132,9 @@ func readError(err error, rev int64) error {
 // about err reports them.
 func (s *Server) revisionsFor(err error) (rev, compact int64) {
 	rev, compact = s.store.Revisions()
+	if pe, ok := errors.AsType[*preconditionError](err); ok && pe.rev > 0 {
+		rev = pe.rev
+	}
 	if cr, ok := errors.AsType[*compactedRead](err); ok && compact <= cr.rev {
 		compact = cr.rev + 1
 	}
@@ -183,6 +186,10 @@ func tooLarge(format string, args ...any) error {
 type preconditionError struct {
 	cond    string
 	current *kv.KeyValue
+	// rev is the revision the failed transaction saw, so the problem's
+	// "revision" agrees with its X-Revision and its "kv" even when later
+	// writes were published before the answer was written.
+	rev int64
 }
 
 func (e *preconditionError) Error() string {

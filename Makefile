@@ -7,9 +7,11 @@ GO ?= env GOTOOLCHAIN=go1.26.11 go
 
 # Commands the tests run, as command:debian-package pairs. `make deps`
 # installs the package of each command that is missing: curl for the
-# end-to-end tests, Chromium for the browser tests (test/browser), and a go
-# command when there is none (Debian trixie's fetches go1.26.11 by itself).
-TEST_DEPS ?= go:golang-go curl:curl chromium:chromium
+# end-to-end tests, Chromium for the browser tests (test/browser), etcd for
+# the etcd backend's tests (a real three-member cluster on loopback) and the
+# benchmark tool, and a go command when there is none (Debian trixie's
+# fetches go1.26.11 by itself).
+TEST_DEPS ?= go:golang-go curl:curl chromium:chromium etcd:etcd-server
 
 # go test flags of `make test`; the whole suite takes a few minutes on two
 # loaded cores, the timeout only catches a hang.
@@ -23,7 +25,7 @@ BENCHTIME ?= 1s
 
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: all build run test vet deps fuzz bench clean docker
+.PHONY: all build run test vet deps fuzz bench bench-compare soak clean docker
 
 all: build
 
@@ -68,6 +70,17 @@ fuzz: deps
 
 bench: deps
 	$(GO) test -run '^$$' -bench '$(BENCH)' -benchmem -benchtime $(BENCHTIME) $(BENCHPKG)
+
+# bench-compare runs every scenario of the benchmark tool against watchgate
+# and a single-node etcd on loopback (about 30 minutes) and rewrites the
+# generated part of BENCHMARKS.md and bench/results.
+bench-compare: deps
+	$(GO) run ./bench -out bench/results -update BENCHMARKS.md
+
+# soak runs the reliability suite's long version: 100 SIGKILL cycles and at
+# least 10,000 forced reconnects (about 15 minutes); see RELIABILITY.md.
+soak: deps
+	WATCHGATE_SOAK=1 $(GO) test -race -count=1 -timeout 3h -run 'TestReliability$$' -v ./test/reliability/
 
 # docker builds the image (needs a Docker engine; the tests check the
 # Dockerfile without one).

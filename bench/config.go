@@ -38,6 +38,7 @@ type config struct {
 
 	writeClients  []int
 	writeKeys     int
+	writeH2       bool
 	writeDuration time.Duration
 
 	fanout           []int
@@ -250,6 +251,7 @@ func parseFlags(args []string, stderr io.Writer) (*config, error) {
 	fs.StringVar(&c.pprofDir, "pprof", "", "serve watchgate with --pprof and record its CPU profile during each measured run into this directory, with `go tool pprof -top` reports")
 	fs.IntVar(&c.valueSize, "value-size", c.valueSize, "bytes per value")
 	fs.Var((*intList)(&c.writeClients), "write-clients", "writes: concurrent clients per case")
+	fs.BoolVar(&c.writeH2, "write-h2", true, "writes: also write to watchgate over cleartext HTTP/2 (target watchgate/rest-h2), every client's requests on one connection")
 	fs.Var(countFlag{&c.writeKeys}, "write-keys", "writes and matching: distinct keys written, in turn")
 	fs.DurationVar(&c.writeDuration, "write-duration", c.writeDuration, "writes: measured time per run")
 	fs.Var((*intList)(&c.fanout), "fanout", "fanout: watcher counts (one key)")

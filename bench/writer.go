@@ -29,8 +29,18 @@ type restWriter struct {
 }
 
 func newRESTWriter(addr string, conns int) *restWriter {
+	return newRESTWriterProto(addr, conns, false)
+}
+
+// newRESTWriterProto is newRESTWriter over cleartext HTTP/2 when h2 is
+// set: every caller's request multiplexed on one connection.
+func newRESTWriterProto(addr string, conns int, h2 bool) *restWriter {
 	p := new(http.Protocols)
-	p.SetHTTP1(true)
+	if h2 {
+		p.SetUnencryptedHTTP2(true)
+	} else {
+		p.SetHTTP1(true)
+	}
 	tr := &http.Transport{
 		Protocols:           p,
 		MaxIdleConns:        conns,

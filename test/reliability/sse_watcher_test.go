@@ -47,8 +47,6 @@ type sseWatcher struct {
 	// pos is the last revision the stream is known complete up to (an
 	// event's revision, a bookmark), for the drain at the end.
 	pos atomic.Int64
-	// connected is set while a connection is open.
-	connected atomic.Bool
 }
 
 func newSSEWatcher(l *watchLog, client *http.Client, base func() string, rest *restClient, seed uint64, progress string, start int64) *sseWatcher {
@@ -252,8 +250,6 @@ func (w *sseWatcher) connect(ctx context.Context, conns *int, resumeID *string, 
 		w.pos.Store(created)
 	}
 
-	w.connected.Store(true)
-	defer w.connected.Store(false)
 	// The fault signals end the request from outside the read loop.
 	done := make(chan struct{})
 	defer close(done)

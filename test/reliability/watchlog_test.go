@@ -185,7 +185,7 @@ func (l *watchLog) item(conn int, it watchtest.Item) {
 	l.add(logEntry{Kind: entryItem, Item: it, Conn: conn})
 }
 
-// dropSnapshotFrom removes the entries from index i on: a snapshot cut
+// dropFrom removes the entries from index i on: a snapshot cut
 // before its synced, which the client discards as a whole.
 func (l *watchLog) dropFrom(i int) {
 	l.mu.Lock()

@@ -170,7 +170,7 @@ func defaultConfig() config {
 		susWatchers:      1000,
 		susRate:          1000,
 		susDuration:      10 * time.Second,
-		susWriters:       32,
+		susWriters:       128,
 		susTransports:    []string{"ws", "sse"},
 		matching:         []int{0, 100000, 1000000},
 		matchingClients:  256,
@@ -260,7 +260,7 @@ func parseFlags(args []string, stderr io.Writer) (*config, error) {
 	fs.Var(countFlag{&c.susWatchers}, "sustained-watchers", "sustained: watchers of one prefix")
 	fs.Var(countFlag{&c.susRate}, "sustained-rate", "sustained: writes per second")
 	fs.DurationVar(&c.susDuration, "sustained-duration", c.susDuration, "sustained: time writing per run")
-	fs.IntVar(&c.susWriters, "sustained-writers", c.susWriters, "sustained: concurrent writers sharing the rate")
+	fs.IntVar(&c.susWriters, "sustained-writers", c.susWriters, "sustained: concurrent writers sharing the rate (enough that the write path keeps the rate even when a write takes 100 ms)")
 	fs.Var(listFlag{&c.susTransports}, "sustained-transports", "sustained: watchgate transports (ws, sse)")
 	fs.Var((*intList)(&c.matching), "matching", "matching: counts of watchers on other keys")
 	fs.IntVar(&c.matchingClients, "matching-clients", c.matchingClients, "matching: concurrent writers")

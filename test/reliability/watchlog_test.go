@@ -271,6 +271,12 @@ func (l *watchLog) check(hl *historyLog, h *watchtest.History, complete int64) e
 				err = c.Resume(e.Rev, e.Sub)
 			case entryRestart:
 				rev, sub := c.ResumePoint()
+				if rev == 0 {
+					// No position yet: the first connection was cut
+					// before its created, so the watch sent again
+					// from now starts where its created says.
+					continue
+				}
 				err = c.Resume(rev, sub)
 			default:
 				err = c.Add(e.Item)

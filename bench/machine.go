@@ -23,7 +23,10 @@ type machine struct {
 	Commit      string    `json:"commit"`
 	Toolchain   string    `json:"toolchain"`
 	EtcdVersion string    `json:"etcd_version,omitempty"`
-	Args        []string  `json:"args"`
+	// Loads is the 1-minute load average when each scenario started and
+	// ended: the machine is shared, and figures move with it.
+	Loads []scenarioLoad `json:"scenario_loads,omitempty"`
+	Args  []string       `json:"args"`
 }
 
 func describeMachine(cfg *config) *machine {
@@ -56,6 +59,21 @@ func describeMachine(cfg *config) *machine {
 		}
 	}
 	return m
+}
+
+// scenarioLoad is the load around one scenario.
+type scenarioLoad struct {
+	Scenario   string `json:"scenario"`
+	Start, End string
+}
+
+// load1 is the 1-minute load average.
+func load1() string {
+	f := strings.Fields(readFile("/proc/loadavg"))
+	if len(f) < 1 {
+		return "?"
+	}
+	return f[0]
 }
 
 func (m *machine) finish() {

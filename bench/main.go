@@ -148,8 +148,11 @@ func runConfig(ctx context.Context, cfg *config, stdout, stderr io.Writer) error
 		e.logf("== %s", name)
 		sctx, cancel := context.WithTimeout(ctx, cfg.timeout)
 		start := time.Now()
+		ld := scenarioLoad{Scenario: name, Start: load1()}
 		err := scenarioFuncs[name](sctx, e)
 		cancel()
+		ld.End = load1()
+		m.Loads = append(m.Loads, ld)
 		if err != nil {
 			e.logf("%s failed after %v: %v", name, time.Since(start).Round(time.Second), err)
 			failed = append(failed, fmt.Errorf("%s: %w", name, err))

@@ -21,6 +21,17 @@ func resultsMarkdown(m *machine, rows []row, checks []check, svgPath string) str
 	fmt.Fprintf(&b, "Run of %s to %s (UTC), `go run ./bench %s`.\n\n",
 		m.Start.UTC().Format("2006-01-02 15:04"), m.End.UTC().Format("15:04"), strings.Join(m.Args, " "))
 	fmt.Fprintf(&b, "Machine: %s.\n\n", m.summary())
+	if len(m.Loads) > 0 {
+		b.WriteString("1-minute load average at the start and end of each scenario:")
+		for i, l := range m.Loads {
+			sep := ","
+			if i == 0 {
+				sep = ""
+			}
+			fmt.Fprintf(&b, "%s %s %s→%s", sep, l.Scenario, l.Start, l.End)
+		}
+		b.WriteString(".\n\n")
+	}
 	b.WriteString("Medians of the runs (each system run alternately); ratio = watchgate / etcd.\n\n")
 	b.WriteString(markdownTable(rows))
 	b.WriteString("\n")

@@ -17,22 +17,23 @@ var scenarioNames = []string{"writes", "fanout", "sustained", "matching", "capac
 
 // config is the command line.
 type config struct {
-	scenarios []string
-	quick     bool
-	etcd      bool
-	etcdBin   string
-	wgBin     string // prebuilt watchgate binary; empty: build from src
-	src       string
-	rev       string // build this commit of src instead of its working tree
-	built     bool   // wgBin was built by this run
-	toolchain string
-	out       string // directory for results.md, results.json, results.svg
-	update    string // a Markdown file whose generated section is replaced
-	tmp       string
-	repeats   int
-	timeout   time.Duration // per scenario
-	perfDir   string        // record perf profiles of watchgate here
-	pprofDir  string        // record pprof CPU profiles of watchgate here
+	scenarios     []string
+	quick         bool
+	etcd          bool
+	etcdBin       string
+	wgBin         string // prebuilt watchgate binary; empty: build from src
+	src           string
+	rev           string // build this commit of src instead of its working tree
+	built         bool   // wgBin was built by this run
+	toolchain     string
+	out           string // directory for results.md, results.json, results.svg
+	update        string // a Markdown file whose generated section is replaced
+	tmp           string
+	repeats       int
+	timeout       time.Duration // per scenario
+	perfDir       string        // record perf profiles of watchgate here
+	pprofDir      string        // record pprof CPU profiles of watchgate here
+	clientProfile string        // write the benchmark's own CPU profile here
 
 	valueSize int
 
@@ -249,6 +250,7 @@ func parseFlags(args []string, stderr io.Writer) (*config, error) {
 	fs.DurationVar(&c.timeout, "timeout", c.timeout, "time limit of each scenario")
 	fs.StringVar(&c.perfDir, "perf", "", "record a perf profile (perf record -g) of the watchgate server during each scenario into this directory")
 	fs.StringVar(&c.pprofDir, "pprof", "", "serve watchgate with --pprof and record its CPU profile during each measured run into this directory, with `go tool pprof -top` reports")
+	fs.StringVar(&c.clientProfile, "client-cpuprofile", "", "write the CPU profile of the benchmark's own clients to this file")
 	fs.IntVar(&c.valueSize, "value-size", c.valueSize, "bytes per value")
 	fs.Var((*intList)(&c.writeClients), "write-clients", "writes: concurrent clients per case")
 	fs.BoolVar(&c.writeH2, "write-h2", true, "writes: also write to watchgate over cleartext HTTP/2 (target watchgate/rest-h2), every client's requests on one connection")

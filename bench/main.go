@@ -40,6 +40,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"runtime/pprof"
 	"syscall"
 	"time"
 )
@@ -135,6 +136,17 @@ func runConfig(ctx context.Context, cfg *config, stdout, stderr io.Writer) error
 				return err
 			}
 		}
+	}
+	if cfg.clientProfile != "" {
+		f, err := os.Create(cfg.clientProfile)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		if err := pprof.StartCPUProfile(f); err != nil {
+			return err
+		}
+		defer pprof.StopCPUProfile()
 	}
 	m := describeMachine(cfg)
 	e.logf("machine: %s", m.summary())

@@ -63,6 +63,14 @@ func (s *Store) Range(ctx context.Context, r kv.RangeRequest) (kv.RangeResult, e
 	return res, nil
 }
 
+// ReadsAtCurrent reports true: Range at revision 0 reads at etcd's current
+// revision (a linearizable read) and returns once this gateway's feed has
+// published that revision. A caller must pass revision 0 through rather
+// than pin the read to Revisions, which lags etcd by the feed's delay: a
+// read pinned there could miss a write another gateway acknowledged
+// before it began, which is not linearizable.
+func (s *Store) ReadsAtCurrent() bool { return true }
+
 // learnCompacted looks the compact revision up after etcd refused a
 // revision as compacted, so that Revisions reports it before the caller
 // reports the error. A failure is only logged: the next probe retries.

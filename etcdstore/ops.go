@@ -21,8 +21,8 @@ func (s *Store) Range(ctx context.Context, r kv.RangeRequest) (kv.RangeResult, e
 	if err := s.check(ctx); err != nil {
 		return kv.RangeResult{}, err
 	}
-	if r.Rev < 0 {
-		return kv.RangeResult{}, fmt.Errorf("%w: revision %d", kv.ErrCompacted, r.Rev)
+	if _, compact := s.Revisions(); r.Rev < 0 || (r.Rev > 0 && r.Rev < compact) {
+		return kv.RangeResult{}, fmt.Errorf("%w: revision %d, compact revision %d", kv.ErrCompacted, r.Rev, compact)
 	}
 	k, opts, none := etcdRange(r.Key, r.End)
 	if none {

@@ -66,7 +66,7 @@ type config struct {
 	stormModes    []string
 
 	gwCounts     []int
-	gwWatchers   int
+	gwWatchers   []int
 	gwRepeats    int
 	gwTransports []string
 
@@ -190,7 +190,7 @@ func defaultConfig() config {
 		stormBehind:      10000,
 		stormModes:       []string{"own", "shared"},
 		gwCounts:         []int{1, 2, 3},
-		gwWatchers:       10000,
+		gwWatchers:       []int{10000, 30000},
 		gwRepeats:        7,
 		gwTransports:     []string{"ws", "sse"},
 		wsPerSocket:      10000,
@@ -227,7 +227,7 @@ func (c *config) applyQuick(set map[string]bool) {
 	q("storm-watchers", func() { c.stormWatchers = 50 })
 	q("storm-behind", func() { c.stormBehind = 500 })
 	q("storm-modes", func() { c.stormModes = []string{"own"} })
-	q("gateways-watchers", func() { c.gwWatchers = 1000 })
+	q("gateways-watchers", func() { c.gwWatchers = []int{1000} })
 	q("gateways-repeats", func() { c.gwRepeats = 3 })
 	q("timeout", func() { c.timeout = 3 * time.Minute })
 }
@@ -287,7 +287,7 @@ func parseFlags(args []string, stderr io.Writer) (*config, error) {
 	fs.Var(countFlag{&c.stormBehind}, "storm-behind", "storm: revisions each is behind")
 	fs.Var(listFlag{&c.stormModes}, "storm-modes", "storm: own (each watcher watches its own key) and/or shared (every watcher watches the whole written prefix and replays every missed revision)")
 	fs.Var((*intList)(&c.gwCounts), "gateways", "gateways: numbers of watchgate gateways (--backend=etcd) in front of one etcd")
-	fs.Var(countFlag{&c.gwWatchers}, "gateways-watchers", "gateways: watchers of one key, spread evenly over the gateways")
+	fs.Var((*intList)(&c.gwWatchers), "gateways-watchers", "gateways: watcher counts (one key), each spread evenly over the gateways")
 	fs.IntVar(&c.gwRepeats, "gateways-repeats", c.gwRepeats, "gateways: writes timed per gateway count and transport")
 	fs.Var(listFlag{&c.gwTransports}, "gateways-transports", "gateways: watchgate transports (ws, sse)")
 	fs.IntVar(&c.wsPerSocket, "ws-per-socket", c.wsPerSocket, "watches per WebSocket (watchgate allows 10,000 by default; more raise its --max-watches-per-socket)")
@@ -336,8 +336,10 @@ func parseFlags(args []string, stderr io.Writer) (*config, error) {
 		return nil, fmt.Errorf("%w: no scenario", errUsage)
 	case c.repeats < 1 || c.fanoutRepeats < 1 || c.gwRepeats < 1:
 		return nil, fmt.Errorf("%w: -repeats, -fanout-repeats and -gateways-repeats must be at least 1", errUsage)
-	case c.gwWatchers < 1 || len(c.gwCounts) == 0 || slices.Min(c.gwCounts) < 1 || slices.Max(c.gwCounts) > 16:
-		return nil, fmt.Errorf("%w: -gateways counts must be 1 to 16 and -gateways-watchers at least 1", errUsage)
+	case len(c.gwCounts) == 0 || slices.Min(c.gwCounts) < 1 || slices.Max(c.gwCounts) > 16:
+		return nil, fmt.Errorf("%w: -gateways counts must be 1 to 16", errUsage)
+	case len(c.gwWatchers) == 0 || slices.Min(c.gwWatchers) < 1:
+		return nil, fmt.Errorf("%w: -gateways-watchers counts must be at least 1", errUsage)
 	case c.wsPerSocket < 1 || c.ssePerConn < 1 || c.etcdConns < 1 || c.etcdPerStream < 1:
 		return nil, fmt.Errorf("%w: -ws-per-socket, -sse-per-conn, -etcd-conns and -etcd-per-stream must be at least 1", errUsage)
 	case c.valueSize < 1 || c.writeKeys < 1 || c.susRate < 1 || c.susWriters < 1 || c.matchingClients < 1 || c.catchupWriters < 0:

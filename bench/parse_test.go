@@ -198,9 +198,9 @@ func TestParseFlags(t *testing.T) {
 		},
 		{
 			name: "gateways",
-			args: []string{"-scenarios", "gateways", "-gateways", "1,3", "-gateways-watchers", "5k", "-quick"},
+			args: []string{"-scenarios", "gateways", "-gateways", "1,3", "-gateways-watchers", "5k,20k", "-quick"},
 			check: func(c *config) string {
-				return cmp.Diff([]any{[]string{"gateways"}, []int{1, 3}, 5000, 3}, []any{c.scenarios, c.gwCounts, c.gwWatchers, c.gwRepeats})
+				return cmp.Diff([]any{[]string{"gateways"}, []int{1, 3}, []int{5000, 20000}, 3}, []any{c.scenarios, c.gwCounts, c.gwWatchers, c.gwRepeats})
 			},
 		},
 		{name: "no gateway", args: []string{"-gateways", "0"}, wantErr: "-gateways counts"},

@@ -41,25 +41,25 @@ func runGateways(ctx context.Context, e *env) error {
 	defer etcd.stop()
 	endpoint := "http://" + etcd.addr
 	value := benchValue(cfg.valueSize)
-	for _, g := range cfg.gwCounts {
-		gws, err := startGateways(ctx, cfg, g, endpoint)
-		if err != nil {
-			return err
-		}
-	cases:
-		for _, n := range cfg.gwWatchers {
-			for _, tr := range cfg.gwTransports {
-				if err = gatewaysRun(ctx, e, etcd, gws, tr, n, value); err != nil {
-					err = fmt.Errorf("%s over %s: %w", gatewaysCase(g, n), tr, err)
-					break cases
+	// The gateway counts of one size and transport run one after the
+	// other, so that they meet about the same load on the machine.
+	for _, n := range cfg.gwWatchers {
+		for _, tr := range cfg.gwTransports {
+			for _, g := range cfg.gwCounts {
+				// Fresh gateways for every case, so that one case's memory
+				// does not count in the next one's.
+				gws, err := startGateways(ctx, cfg, g, endpoint)
+				if err != nil {
+					return err
+				}
+				err = gatewaysRun(ctx, e, etcd, gws, tr, n, value)
+				for _, p := range gws {
+					p.stop()
+				}
+				if err != nil {
+					return fmt.Errorf("%s over %s: %w", gatewaysCase(g, n), tr, err)
 				}
 			}
-		}
-		for _, p := range gws {
-			p.stop()
-		}
-		if err != nil {
-			return err
 		}
 	}
 	return nil

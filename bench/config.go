@@ -13,7 +13,7 @@ import (
 )
 
 // scenarioNames lists the scenarios in the order a full run takes them.
-var scenarioNames = []string{"writes", "fanout", "sustained", "matching", "capacity", "catchup", "storm"}
+var scenarioNames = []string{"writes", "fanout", "sustained", "matching", "capacity", "catchup", "storm", "gateways"}
 
 // config is the command line.
 type config struct {
@@ -64,6 +64,11 @@ type config struct {
 	stormWatchers int
 	stormBehind   int
 	stormModes    []string
+
+	gwCounts     []int
+	gwWatchers   []int
+	gwRepeats    int
+	gwTransports []string
 
 	wsPerSocket   int
 	ssePerConn    int
@@ -184,6 +189,10 @@ func defaultConfig() config {
 		stormWatchers:    1000,
 		stormBehind:      10000,
 		stormModes:       []string{"own", "shared"},
+		gwCounts:         []int{1, 2, 3},
+		gwWatchers:       []int{10000, 30000},
+		gwRepeats:        7,
+		gwTransports:     []string{"ws", "sse"},
 		wsPerSocket:      10000,
 		ssePerConn:       1000,
 		etcdConns:        4,
@@ -218,6 +227,8 @@ func (c *config) applyQuick(set map[string]bool) {
 	q("storm-watchers", func() { c.stormWatchers = 50 })
 	q("storm-behind", func() { c.stormBehind = 500 })
 	q("storm-modes", func() { c.stormModes = []string{"own"} })
+	q("gateways-watchers", func() { c.gwWatchers = []int{1000} })
+	q("gateways-repeats", func() { c.gwRepeats = 3 })
 	q("timeout", func() { c.timeout = 3 * time.Minute })
 }
 
@@ -275,6 +286,10 @@ func parseFlags(args []string, stderr io.Writer) (*config, error) {
 	fs.Var(countFlag{&c.stormWatchers}, "storm-watchers", "storm: watchers reconnecting at once")
 	fs.Var(countFlag{&c.stormBehind}, "storm-behind", "storm: revisions each is behind")
 	fs.Var(listFlag{&c.stormModes}, "storm-modes", "storm: own (each watcher watches its own key) and/or shared (every watcher watches the whole written prefix and replays every missed revision)")
+	fs.Var((*intList)(&c.gwCounts), "gateways", "gateways: numbers of watchgate gateways (--backend=etcd) in front of one etcd")
+	fs.Var((*intList)(&c.gwWatchers), "gateways-watchers", "gateways: watcher counts (one key), each spread evenly over the gateways")
+	fs.IntVar(&c.gwRepeats, "gateways-repeats", c.gwRepeats, "gateways: writes timed per gateway count and transport")
+	fs.Var(listFlag{&c.gwTransports}, "gateways-transports", "gateways: watchgate transports (ws, sse)")
 	fs.IntVar(&c.wsPerSocket, "ws-per-socket", c.wsPerSocket, "watches per WebSocket (watchgate allows 10,000 by default; more raise its --max-watches-per-socket)")
 	fs.IntVar(&c.ssePerConn, "sse-per-conn", c.ssePerConn, "SSE streams per HTTP/2 connection (watchgate allows 1,000 by default; more raise its --http2-max-streams)")
 	fs.IntVar(&c.etcdConns, "etcd-conns", c.etcdConns, "etcd client connections per writer or watcher set")
@@ -311,7 +326,7 @@ func parseFlags(args []string, stderr io.Writer) (*config, error) {
 			return nil, fmt.Errorf("%w: storm mode %q: want own or shared", errUsage, m)
 		}
 	}
-	for _, t := range append(slices.Clone(c.fanoutTransports), c.susTransports...) {
+	for _, t := range append(append(slices.Clone(c.fanoutTransports), c.susTransports...), c.gwTransports...) {
 		if t != "ws" && t != "sse" {
 			return nil, fmt.Errorf("%w: transport %q: want ws or sse", errUsage, t)
 		}
@@ -319,8 +334,12 @@ func parseFlags(args []string, stderr io.Writer) (*config, error) {
 	switch {
 	case len(c.scenarios) == 0:
 		return nil, fmt.Errorf("%w: no scenario", errUsage)
-	case c.repeats < 1 || c.fanoutRepeats < 1:
-		return nil, fmt.Errorf("%w: -repeats and -fanout-repeats must be at least 1", errUsage)
+	case c.repeats < 1 || c.fanoutRepeats < 1 || c.gwRepeats < 1:
+		return nil, fmt.Errorf("%w: -repeats, -fanout-repeats and -gateways-repeats must be at least 1", errUsage)
+	case len(c.gwCounts) == 0 || slices.Min(c.gwCounts) < 1 || slices.Max(c.gwCounts) > 16:
+		return nil, fmt.Errorf("%w: -gateways counts must be 1 to 16", errUsage)
+	case len(c.gwWatchers) == 0 || slices.Min(c.gwWatchers) < 1:
+		return nil, fmt.Errorf("%w: -gateways-watchers counts must be at least 1", errUsage)
 	case c.wsPerSocket < 1 || c.ssePerConn < 1 || c.etcdConns < 1 || c.etcdPerStream < 1:
 		return nil, fmt.Errorf("%w: -ws-per-socket, -sse-per-conn, -etcd-conns and -etcd-per-stream must be at least 1", errUsage)
 	case c.valueSize < 1 || c.writeKeys < 1 || c.susRate < 1 || c.susWriters < 1 || c.matchingClients < 1 || c.catchupWriters < 0:

@@ -22,6 +22,9 @@
 //	capacity   idle watches held and server memory per watch
 //	catchup    one watcher resuming 1M revisions behind: events/s, others' write latency
 //	storm      1,000 watchers each 10,000 revisions behind reconnect at once
+//	gateways   scale-out: 1, 2 and 3 gateways (--backend=etcd) in front of one
+//	           etcd, 10,000 and 30,000 watchers of one key spread over them,
+//	           one write
 //
 // watchgate is reached over REST on HTTP/1.1 keep-alive (writes), its
 // multiplexed WebSocket (coder/websocket) and SSE streams over cleartext
@@ -83,6 +86,7 @@ var scenarioFuncs = map[string]func(ctx context.Context, e *env) error{
 	"capacity":  runCapacity,
 	"catchup":   runCatchup,
 	"storm":     runStorm,
+	"gateways":  runGateways,
 }
 
 // run is the whole command; stdout gets the table, stderr the progress.

@@ -196,6 +196,15 @@ func TestParseFlags(t *testing.T) {
 				return cmp.Diff([]any{[]string{"capacity", "storm"}, 2000000}, []any{c.scenarios, c.capWS})
 			},
 		},
+		{
+			name: "gateways",
+			args: []string{"-scenarios", "gateways", "-gateways", "1,3", "-gateways-watchers", "5k,20k", "-quick"},
+			check: func(c *config) string {
+				return cmp.Diff([]any{[]string{"gateways"}, []int{1, 3}, []int{5000, 20000}, 3}, []any{c.scenarios, c.gwCounts, c.gwWatchers, c.gwRepeats})
+			},
+		},
+		{name: "no gateway", args: []string{"-gateways", "0"}, wantErr: "-gateways counts"},
+		{name: "bad gateways transport", args: []string{"-gateways-transports", "grpc"}, wantErr: "transport"},
 		{name: "unknown scenario", args: []string{"-scenarios", "writes,nope"}, wantErr: "unknown scenario"},
 		{name: "bad transport", args: []string{"-fanout-transports", "grpc"}, wantErr: "transport"},
 		{name: "bad count", args: []string{"-fanout", "ten"}, wantErr: "not a count"},

@@ -86,8 +86,9 @@ func revSuffix(rev string) string {
 }
 
 // startWatchgate starts the watchgate binary on a loopback port with a
-// temporary data directory and waits for GET /readyz.
-func startWatchgate(cfg *config) (*process, error) {
+// temporary data directory and waits for GET /readyz; extra are more
+// flags (a backend's).
+func startWatchgate(cfg *config, extra ...string) (*process, error) {
 	dir, err := os.MkdirTemp(cfg.tmp, "watchgate-")
 	if err != nil {
 		return nil, err
@@ -110,7 +111,7 @@ func startWatchgate(cfg *config) (*process, error) {
 	if cfg.pprofDir != "" {
 		args = append(args, "--pprof")
 	}
-	args = append(args, cfg.wgArgs...)
+	args = append(append(args, extra...), cfg.wgArgs...)
 	p, err := startProcess("watchgate", cfg.wgBin, args, cleanEnv(), dir, addr,
 		httpReady("http://"+addr+"/readyz"), 30*time.Second)
 	if err != nil {

@@ -9,6 +9,8 @@ import (
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"google.golang.org/grpc/metadata"
+
+	"github.com/watchgate/watchgate/kv"
 )
 
 // Feed reconnection delays.
@@ -99,6 +101,16 @@ func (s *Store) feedOnce() (delivered bool, err error) {
 			// A progress notification: etcd has sent everything up to
 			// its revision.
 			continue
+		}
+		if first {
+			// etcd's compaction at from would have dropped the deletes
+			// made at from: the feed cannot go on without them.
+			if err := s.wholeFrom(s.ctx, from); err != nil {
+				if errors.Is(err, kv.ErrCompacted) {
+					return delivered, fmt.Errorf("%w: revision %d is needed next: %v", ErrFeedLost, from, err)
+				}
+				return delivered, err
+			}
 		}
 		bs, err := batches(resp.Events)
 		if err != nil {

@@ -462,3 +462,48 @@ func TestFeedReopensAfterStall(t *testing.T) {
 	}
 	waitReady(t, s)
 }
+
+// TestFeedLostAtCompactRevision cuts a gateway off while its next revision
+// is a delete and etcd is compacted exactly there: the compaction drops
+// that delete, so the gateway's feed, reopened at it, would get the next
+// revision and miss the delete. It must fail for good instead.
+func TestFeedLostAtCompactRevision(t *testing.T) {
+	c := etcdtest.Start(t, etcdtest.Options{})
+	g1 := openStore(t, c, testOptions(c))
+	opts2 := testOptions(c)
+	opts2.Endpoints = c.Endpoints()[2:]
+	g2 := openStore(t, c, opts2)
+	f2 := subscribe(t, g2)
+	put(t, g1, "k", "v") // 2
+	put(t, g1, "j", "v") // 3
+	f2.waitFor(t, 3)
+
+	c.Kill(2)
+	var resp kv.TxnResponse
+	for deadline := time.Now().Add(20 * time.Second); ; {
+		var err error
+		if resp, err = g1.Delete(ctxT(t), []byte("k"), nil); err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal(err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if resp.Revision != 4 {
+		t.Fatalf("delete at revision %d, want 4", resp.Revision)
+	}
+	putRetry(t, g1, "j", "w") // 5
+	if err := g1.Compact(ctxT(t), 4); err != nil {
+		t.Fatal(err)
+	}
+	c.Restart(2)
+	select {
+	case <-g2.Failed():
+	case <-time.After(20 * time.Second):
+		t.Fatalf("gateway whose next revision (a delete) was compacted has not failed: Ready() = %v", g2.Ready())
+	}
+	if err := g2.Ready(); !errors.Is(err, etcdstore.ErrFeedLost) {
+		t.Errorf("Ready() = %v, want ErrFeedLost", err)
+	}
+}

@@ -53,6 +53,7 @@ func (s *Store) History(ctx context.Context, from, to int64, maxEvents int) (bat
 		return nil, from, nil
 	}
 	backoff := feedMinBackoff
+	first := from
 	var out []kv.Batch
 	for {
 		if err := s.check(ctx); err != nil {
@@ -72,11 +73,18 @@ func (s *Store) History(ctx context.Context, from, to int64, maxEvents int) (bat
 			from = bs[len(bs)-1].Revision + 1
 		}
 		if err == nil {
+			if err := s.wholeFrom(ctx, first); err != nil {
+				return nil, 0, err
+			}
 			return out, n, nil
 		}
 		if !errors.Is(err, ErrUnavailable) || ctx.Err() != nil || s.ctx.Err() != nil {
 			if errors.Is(err, kv.ErrCompacted) && len(out) > 0 {
-				// Compacted after the read began: what was read is whole.
+				// Compacted after the read began: what was read is whole
+				// unless the compaction came before it.
+				if err := s.wholeFrom(ctx, first); err != nil {
+					return nil, 0, err
+				}
 				return out, from, nil
 			}
 			return nil, 0, err
@@ -151,6 +159,28 @@ func (s *Store) historyOnce(ctx context.Context, from, to int64, maxEvents int) 
 			return out, 0, fmt.Errorf("etcdstore: history: %w: no answer within %v", ErrUnavailable, s.opts.RequestTimeout)
 		}
 	}
+}
+
+// wholeFrom checks, after a watch opened at from has read etcd's history,
+// that etcd had not been compacted at from when it did: a compaction at C
+// drops the deletes made at C, so a watch opened at C gets revision C
+// without them (or not at all). Reads at from-1 are served after the read
+// only if the compact revision was below from during it. Otherwise the
+// compaction is looked up and the error wraps kv.ErrCompacted.
+func (s *Store) wholeFrom(ctx context.Context, from int64) error {
+	if from <= 1 {
+		return nil
+	}
+	ok, err := s.readableAt(ctx, from-1)
+	if err != nil {
+		return err
+	}
+	if !ok {
+		s.learnCompacted(ctx)
+		_, compact := s.Revisions()
+		return fmt.Errorf("%w: revision %d, compact revision %d", kv.ErrCompacted, from, compact)
+	}
+	return nil
 }
 
 func countEvents(bs []kv.Batch) int {

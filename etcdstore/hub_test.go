@@ -178,7 +178,8 @@ func TestWatcherMovesBetweenGateways(t *testing.T) {
 // TestHubTellsCompactionInBand compacts the cluster through one gateway and
 // watches from a compacted revision through another that has not learned
 // of the compaction: the history read meets it in etcd, and the hub ends
-// the watch with KindCompacted carrying etcd's compact revision.
+// the watch with KindCompacted carrying the compact revision shown (etcd's
+// plus one).
 func TestHubTellsCompactionInBand(t *testing.T) {
 	c := etcdtest.Start(t, etcdtest.Options{})
 	g1 := openStore(t, c, testOptions(c))
@@ -216,8 +217,8 @@ func TestHubTellsCompactionInBand(t *testing.T) {
 			t.Fatalf("watch from a compacted revision got %+v", got[len(got)-1])
 		}
 	}
-	if r := got[len(got)-1]; r.CompactRevision != 8 || r.Revision != 11 {
-		t.Errorf("compacted response %+v; want compact revision 8, revision 11", r)
+	if r := got[len(got)-1]; r.CompactRevision != 9 || r.Revision != 11 {
+		t.Errorf("compacted response %+v; want compact revision 9 (etcd's 8, plus one), revision 11", r)
 	}
 	h, err := watchtest.NewHistory(1, etcdHistory(t, c, 8, 11))
 	if err == nil {

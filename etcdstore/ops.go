@@ -21,8 +21,8 @@ func (s *Store) Range(ctx context.Context, r kv.RangeRequest) (kv.RangeResult, e
 	if err := s.check(ctx); err != nil {
 		return kv.RangeResult{}, err
 	}
-	if r.Rev < 0 {
-		return kv.RangeResult{}, fmt.Errorf("%w: revision %d", kv.ErrCompacted, r.Rev)
+	if _, compact := s.Revisions(); r.Rev < 0 || (r.Rev > 0 && r.Rev < compact) {
+		return kv.RangeResult{}, fmt.Errorf("%w: revision %d, compact revision %d", kv.ErrCompacted, r.Rev, compact)
 	}
 	k, opts, none := etcdRange(r.Key, r.End)
 	if none {
@@ -62,6 +62,14 @@ func (s *Store) Range(ctx context.Context, r kv.RangeRequest) (kv.RangeResult, e
 	}
 	return res, nil
 }
+
+// ReadsAtCurrent reports true: Range at revision 0 reads at etcd's current
+// revision (a linearizable read) and returns once this gateway's feed has
+// published that revision. A caller must pass revision 0 through rather
+// than pin the read to Revisions, which lags etcd by the feed's delay: a
+// read pinned there could miss a write another gateway acknowledged
+// before it began, which is not linearizable.
+func (s *Store) ReadsAtCurrent() bool { return true }
 
 // learnCompacted looks the compact revision up after etcd refused a
 // revision as compacted, so that Revisions reports it before the caller

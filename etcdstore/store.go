@@ -240,8 +240,23 @@ func (s *Store) Client() *clientv3.Client { return s.cli }
 // within about one HealthInterval, and at once when a request meets it.
 // Reads at compact or above are served unless such a compaction happened
 // meanwhile; reads below it are not.
+//
+// compact is etcd's compact revision plus one: etcd's compaction at C
+// keeps the state at C but drops the deletes made at C (a tombstone is
+// never kept), so a watch or history read from C would miss them. The
+// first revision whose events are all still there is C+1, and that is
+// the compact revision a client is shown.
 func (s *Store) Revisions() (rev, compact int64) {
-	return s.rev.Load(), s.compact.Load()
+	return s.rev.Load(), shownCompact(s.compact.Load())
+}
+
+// shownCompact is the compact revision shown for etcd's compact revision
+// c (1 when etcd was never compacted).
+func shownCompact(c int64) int64 {
+	if c > 1 {
+		return c + 1
+	}
+	return c
 }
 
 // noteCompact raises the known compact revision to c.

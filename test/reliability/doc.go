@@ -13,6 +13,13 @@
 //     with compaction reported in band;
 //   - the key-value history is linearizable (porcupine).
 //
+// The harness runs against a deployment (deployment_test.go): one
+// watchgate server on its own bbolt file (TestReliability), or two
+// gateways (--backend=etcd) in front of a real three-member etcd cluster
+// (TestReliabilityEtcd), where a gateway is killed while watchers are
+// attached and they resume through the other, etcd members and the etcd
+// leader are killed and restarted, and the history is read from etcd.
+//
 // The package has only tests; see RELIABILITY.md at the repository root for
 // how to run the bounded and the soak modes and what they found.
 package reliability

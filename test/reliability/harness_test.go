@@ -6,9 +6,6 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"net/http"
-	"os"
-	"path/filepath"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -45,6 +42,17 @@ type config struct {
 	Writers, Readers int
 	// LinearizabilityTimeout bounds porcupine per epoch.
 	LinearizabilityTimeout time.Duration
+
+	// Of a deployment of several gateways: GatewayDown bounds how long a
+	// killed gateway stays down (its watchers and clients move to the
+	// others meanwhile); zero restarts it at once.
+	GatewayDown [2]time.Duration
+	// Of a deployment with an etcd cluster: MemberKills is the number of
+	// SIGKILLs of an etcd member (every other one the leader), one every
+	// MemberKillEvery, each down for MemberDown.
+	MemberKills     int
+	MemberKillEvery [2]time.Duration
+	MemberDown      [2]time.Duration
 }
 
 func boundedConfig(seed uint64) config {
@@ -73,6 +81,7 @@ type runStats struct {
 	Kills, Restarts, Compactions, CompactConflicts, Snapshots int
 	ProxyCuts, ClientCuts, Stalls, Aways                      int
 	Ops, Acked, Unknown, Failed412, RangeAt, RangeAtGone      int
+	MemberKills, LeaderKills                                  int
 }
 
 // harness runs the server and everything that drives it.
@@ -80,13 +89,14 @@ type harness struct {
 	t     testing.TB
 	cfg   config
 	start time.Time
-	bin   string
-	data  string
 	tmp   string
 
-	srv   *server
-	addr  atomic.Pointer[string]
+	dep   deployment
+	ps    *procSet // dep.procs()
 	proxy *faultproxy.Proxy
+	// moves counts the connections of a client that went to another
+	// process than its last one.
+	moves atomic.Int64
 
 	// gate: every request holds it for reading; a restart holds it for
 	// writing, so that no request spans two server runs (epochs).
@@ -120,19 +130,72 @@ type harness struct {
 	compactNow chan struct{}
 }
 
-func newHarness(t testing.TB, cfg config) *harness {
-	h := &harness{t: t, cfg: cfg, start: time.Now(), bin: buildBinary(t), data: filepath.Join(t.TempDir(), "data"),
+// newHarness prepares a run against the deployment dep makes (not
+// started yet).
+func newHarness(t testing.TB, cfg config, dep func(h *harness, bin string) deployment) *harness {
+	h := &harness{t: t, cfg: cfg, start: time.Now(),
 		tmp: t.TempDir(), hist: newHistoryLog(), compactNow: make(chan struct{}, 1),
 		epochOps: [][]*op{nil}}
 	h.direct = h.httpClient(false, 10*time.Second)
-	h.control = &restClient{c: h.direct, base: h.serverBase}
+	h.dep = dep(h, buildBinary(t))
+	h.ps = h.dep.procs()
+	h.control = h.rest(h.direct, h.serverBase)
 	return h
+}
+
+// kvDeploymentOf and etcdDeploymentOf make the deployments for
+// newHarness.
+func kvDeploymentOf(h *harness, bin string) deployment {
+	return newKVDeployment(bin, h.tmp, h.direct)
+}
+
+func etcdDeploymentOf(members, gateways int) func(h *harness, bin string) deployment {
+	return func(h *harness, bin string) deployment {
+		return newEtcdDeployment(h.t, bin, members, gateways, func() int64 {
+			h.mu.Lock()
+			defer h.mu.Unlock()
+			return h.compactTo
+		})
+	}
+}
+
+func (h *harness) rest(c *http.Client, base func() string) *restClient {
+	return &restClient{c: c, base: base, unavailableOK: h.dep.unavailableOK()}
 }
 
 func (h *harness) now() int64 { return int64(time.Since(h.start)) }
 
-func (h *harness) serverBase() string { return "http://" + *h.addr.Load() }
-func (h *harness) proxyBase() string  { return "http://" + h.proxy.Addr() }
+// serverBase is the base URL of the first process up.
+func (h *harness) serverBase() string { return "http://" + h.ps.pick(0) }
+
+// proxyBase points the proxy at the second process up and returns its
+// base URL.
+func (h *harness) proxyBase() string {
+	h.proxy.SetTarget(h.ps.pick(1))
+	return "http://" + h.proxy.Addr()
+}
+
+// processBase returns the base URL function of a client that prefers
+// process pref (the next one up when it is down), through proxy when it
+// is not nil; it counts the client's moves.
+func (h *harness) processBase(pref int, proxy *faultproxy.Proxy) func() string {
+	var mu sync.Mutex
+	last := ""
+	return func() string {
+		addr := h.ps.pick(pref)
+		mu.Lock()
+		if last != "" && addr != last {
+			h.moves.Add(1)
+		}
+		last = addr
+		mu.Unlock()
+		if proxy != nil {
+			proxy.SetTarget(addr)
+			return "http://" + proxy.Addr()
+		}
+		return "http://" + addr
+	}
+}
 
 // httpClient returns a client on a transport of its own: HTTP/1.1, or
 // cleartext HTTP/2 with prior knowledge.
@@ -145,37 +208,6 @@ func (h *harness) httpClient(h2c bool, timeout time.Duration) *http.Client {
 	}
 	h.transports = append(h.transports, tr)
 	return &http.Client{Transport: tr, Timeout: timeout}
-}
-
-// startServer starts the binary on the data directory, on the port of the
-// last run when there was one.
-func (h *harness) startServer(ctx context.Context) error {
-	var lastErr error
-	for attempt := range 5 {
-		addr := ""
-		if p := h.addr.Load(); p != nil && attempt == 0 {
-			addr = *p
-		} else {
-			var err error
-			if addr, err = freeAddr(); err != nil {
-				return err
-			}
-		}
-		srv, err := startServer(ctx, h.bin, h.data, addr)
-		if err == nil {
-			h.srv = srv
-			h.addr.Store(&addr)
-			if h.proxy != nil {
-				h.proxy.SetTarget(addr)
-			}
-			return nil
-		}
-		lastErr = err
-		if ctx.Err() != nil {
-			return err
-		}
-	}
-	return lastErr
 }
 
 func (h *harness) breach(format string, args ...any) {
@@ -264,38 +296,50 @@ func (h *harness) client(ctx context.Context, id int, rc *restClient, readOnly b
 	}
 }
 
-// restart kills the server (SIGKILL), waits for every request in flight to
-// end, starts it again on the same data directory, checks that no revision
-// an answer showed was lost, and reads the whole keyspace: the state that
-// ends one epoch and starts the next.
-func (h *harness) restart(ctx context.Context) error {
-	began := time.Now()
-	defer func() {
-		h.t.Logf("%.3fs: kill and restart took %v", time.Since(h.start).Seconds(), time.Since(began).Round(time.Millisecond))
-	}()
-	h.srv.kill()
+// kill kills process i (SIGKILL) and cuts every connection through the
+// proxy.
+func (h *harness) kill(i int) {
+	h.ps.kill(i)
 	h.mu.Lock()
 	h.stats.Kills++
 	h.mu.Unlock()
 	h.proxy.CutAll()
+}
+
+// restart starts process i again once every request in flight ended,
+// checks that no revision an answer showed was lost, and reads the whole
+// keyspace: the state that ends one epoch and starts the next.
+func (h *harness) restart(ctx context.Context, i int) error {
+	began := time.Now()
+	defer func() {
+		h.t.Logf("%.3fs: restart of process %d took %v", time.Since(h.start).Seconds(), i, time.Since(began).Round(time.Millisecond))
+	}()
 	h.gate.Lock()
 	defer h.gate.Unlock()
-	if alarms := h.srv.logs.Alarms(); len(alarms) > 0 {
-		h.breach("server log: %s", strings.Join(alarms, "\n"))
-	}
-	if err := h.startServer(ctx); err != nil {
+	if err := h.ps.start(ctx, i); err != nil {
 		return err
 	}
 	h.mu.Lock()
 	h.stats.Restarts++
 	maxSeen := h.maxSeen
 	h.mu.Unlock()
-	call := h.now()
-	rev, kvs, err := h.control.rangeAll(ctx, "")
+	var (
+		call, ret, rev int64
+		kvs            []kvRec
+		err            error
+	)
+	for attempt := 0; attempt < 40; attempt++ {
+		call = h.now()
+		rev, kvs, err = h.control.rangeAll(ctx, "")
+		ret = h.now()
+		if err == nil || ctx.Err() != nil {
+			break
+		}
+		sleepCtx(ctx, 250*time.Millisecond)
+	}
 	if err != nil {
 		return fmt.Errorf("reading the keyspace after the restart: %w", err)
 	}
-	ret := h.now()
 	if rev < maxSeen {
 		h.breach("after restart %d the revision is %d, but revision %d was shown before the kill: acknowledged or read state lost",
 			h.stats.Kills, rev, maxSeen)
@@ -314,22 +358,15 @@ func (h *harness) restart(ctx context.Context) error {
 	return nil
 }
 
-// compactOnce downloads a snapshot, adds its history to the record, and
-// compacts at a revision the record covers.
-func (h *harness) compactOnce(ctx context.Context, rnd *rand.Rand, n int) {
-	dir := filepath.Join(h.tmp, fmt.Sprintf("snapshot-%d", n))
-	defer os.RemoveAll(dir)
-	snapRev, err := downloadSnapshot(ctx, h.direct, h.serverBase(), dir)
+// compactOnce adds the history so far to the record (from a snapshot, or
+// from etcd), and compacts at a revision the record covers.
+func (h *harness) compactOnce(ctx context.Context, rnd *rand.Rand) {
+	rev, compact, err := h.dep.record(ctx, h.hist, 200)
 	if err != nil {
-		return // the server was killed, most likely
-	}
-	rev, compact, err := h.hist.readFile(ctx, dir, 200)
-	if err != nil {
-		h.breach("snapshot at %d: %v", snapRev, err)
+		if !errors.Is(err, errDown) {
+			h.breach("history before compaction: %v", err)
+		}
 		return
-	}
-	if rev != snapRev {
-		h.breach("snapshot announced revision %d but holds %d", snapRev, rev)
 	}
 	h.mu.Lock()
 	h.stats.Snapshots++
@@ -343,6 +380,9 @@ func (h *harness) compactOnce(ctx context.Context, rnd *rand.Rand, n int) {
 	if rnd.IntN(4) == 0 {
 		target = compact + 1 + rnd.Int64N(rev-compact)
 	}
+	h.mu.Lock()
+	h.compactTo = max(h.compactTo, target) // also when the answer is lost
+	h.mu.Unlock()
 	status, err := h.control.compact(ctx, target)
 	if err != nil {
 		if errors.Is(err, errContract) {
@@ -363,7 +403,7 @@ func (h *harness) compactOnce(ctx context.Context, rnd *rand.Rand, n int) {
 // compactor compacts every CompactEvery, and at once when asked.
 func (h *harness) compactor(ctx context.Context) {
 	rnd := rand.New(rand.NewPCG(h.cfg.Seed, 3))
-	for n := 0; ctx.Err() == nil; n++ {
+	for ctx.Err() == nil {
 		t := time.NewTimer(between(rnd, h.cfg.CompactEvery))
 		select {
 		case <-ctx.Done():
@@ -373,7 +413,7 @@ func (h *harness) compactor(ctx context.Context) {
 		case <-h.compactNow:
 			t.Stop()
 		}
-		h.compactOnce(ctx, rnd, n)
+		h.compactOnce(ctx, rnd)
 	}
 }
 
@@ -402,6 +442,14 @@ func (h *harness) faults(ctx context.Context) error {
 	longStallAt := time.Now().Add(between(rnd, [2]time.Duration{5 * time.Second, 20 * time.Second}))
 	longStallDone := h.cfg.LongStall == 0 || len(h.sockets) == 0
 	var compactAt time.Time
+	// A killed process waiting for its restart, and an etcd member down.
+	downProc, downMember := -1, -1
+	var restartAt, memberUpAt time.Time
+	members, _ := h.dep.(*etcdDeployment)
+	nextMember := time.Now().Add(between(rnd, h.cfg.MemberKillEvery))
+	if members == nil {
+		nextMember = time.Now().Add(1000 * time.Hour)
+	}
 	loops := 0
 	defer func() { h.t.Logf("fault loop: %d rounds", loops) }()
 	nextReport := time.Now().Add(30 * time.Second)
@@ -415,18 +463,35 @@ func (h *harness) faults(ctx context.Context) error {
 				time.Since(h.start).Seconds(), st.Kills, h.reconnects(), st.Ops, st.Compactions)
 			nextReport = time.Now().Add(30 * time.Second)
 		}
+		for _, p := range h.ps.reap() {
+			h.breach("%s", p)
+		}
 		h.mu.Lock()
-		kills := h.stats.Kills
+		kills, memberKills := h.stats.Kills, h.stats.MemberKills
 		h.mu.Unlock()
+		if members == nil {
+			memberKills = h.cfg.MemberKills
+		}
 		elapsed := time.Since(h.start)
-		if kills >= h.cfg.Kills && h.reconnects() >= h.cfg.MinReconnects && elapsed >= h.cfg.MinDuration && longStallDone {
+		if kills >= h.cfg.Kills && memberKills >= h.cfg.MemberKills && downProc < 0 && downMember < 0 &&
+			h.reconnects() >= h.cfg.MinReconnects && elapsed >= h.cfg.MinDuration && longStallDone {
 			return nil
 		}
 		if elapsed > h.cfg.MaxDuration {
-			return fmt.Errorf("run targets not reached in %v: %d kills of %d, %d reconnects of %d",
-				h.cfg.MaxDuration, kills, h.cfg.Kills, h.reconnects(), h.cfg.MinReconnects)
+			return fmt.Errorf("run targets not reached in %v: %d kills of %d, %d etcd member kills of %d, %d reconnects of %d",
+				h.cfg.MaxDuration, kills, h.cfg.Kills, memberKills, h.cfg.MemberKills, h.reconnects(), h.cfg.MinReconnects)
 		}
-		wake := earliest(nextKill, nextCut, nextClientCut, nextStall)
+		wake := earliest(nextCut, nextClientCut, nextStall)
+		if downProc >= 0 {
+			wake = earliest(wake, restartAt)
+		} else {
+			wake = earliest(wake, nextKill)
+		}
+		if downMember >= 0 {
+			wake = earliest(wake, memberUpAt)
+		} else {
+			wake = earliest(wake, nextMember)
+		}
 		if !longStallDone {
 			wake = earliest(wake, longStallAt)
 		}
@@ -439,13 +504,54 @@ func (h *harness) faults(ctx context.Context) error {
 		case <-time.After(time.Until(wake)):
 		}
 		now := time.Now()
-		if now.After(nextKill) && kills < h.cfg.Kills {
-			if err := h.restart(ctx); err != nil {
+		switch {
+		case downProc >= 0:
+			if now.After(restartAt) {
+				if err := h.restart(ctx, downProc); err != nil {
+					return err
+				}
+				downProc = -1
+				nextKill = time.Now().Add(between(rnd, h.cfg.KillEvery))
+			}
+		case now.After(nextKill) && kills < h.cfg.Kills:
+			i := rnd.IntN(h.ps.n())
+			h.t.Logf("%.3fs: SIGKILL of process %d", time.Since(h.start).Seconds(), i)
+			h.kill(i)
+			downProc, restartAt = i, time.Now()
+			if h.cfg.GatewayDown[1] > 0 {
+				restartAt = restartAt.Add(between(rnd, h.cfg.GatewayDown))
+				continue
+			}
+			if err := h.restart(ctx, downProc); err != nil {
 				return err
 			}
+			downProc = -1
 			nextKill = time.Now().Add(between(rnd, h.cfg.KillEvery))
-		} else if now.After(nextKill) {
+		case now.After(nextKill):
 			nextKill = now.Add(time.Hour)
+		}
+		switch {
+		case downMember >= 0:
+			if now.After(memberUpAt) {
+				began := time.Now()
+				members.restartMember(downMember)
+				h.t.Logf("%.3fs: etcd member %d back, took %v", time.Since(h.start).Seconds(), downMember, time.Since(began).Round(time.Millisecond))
+				downMember = -1
+				nextMember = time.Now().Add(between(rnd, h.cfg.MemberKillEvery))
+			}
+		case now.After(nextMember) && memberKills < h.cfg.MemberKills:
+			leader := memberKills%2 == 0
+			downMember = members.killMember(leader, rnd.IntN(2))
+			memberUpAt = time.Now().Add(between(rnd, h.cfg.MemberDown))
+			h.mu.Lock()
+			h.stats.MemberKills++
+			if leader {
+				h.stats.LeaderKills++
+			}
+			h.mu.Unlock()
+			h.t.Logf("%.3fs: SIGKILL of etcd member %d (leader %v)", time.Since(h.start).Seconds(), downMember, leader)
+		case now.After(nextMember):
+			nextMember = now.Add(1000 * time.Hour)
 		}
 		if now.After(nextCut) {
 			n := h.proxy.CutRandom(1)

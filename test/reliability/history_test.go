@@ -43,10 +43,9 @@ func (h *historyLog) Last() int64 {
 // errHistory marks a history that contradicts itself: a bug of the store.
 var errHistory = errors.New("history")
 
-// readFile opens the store in dir (a copy of a data directory) and adds
-// its history after the recorded end; revisions it holds that were
-// already recorded (back to overlap revisions) must be identical. It
-// returns the file's revision and compact revision.
+// readFile opens the store in dir (a copy of a data directory), checks
+// its bbolt file and adds its history (see add). It returns the file's
+// revision and compact revision.
 func (h *historyLog) readFile(ctx context.Context, dir string, overlap int64) (rev, compact int64, err error) {
 	s, err := kv.Open(dir, kv.Options{})
 	if err != nil {
@@ -56,6 +55,23 @@ func (h *historyLog) readFile(ctx context.Context, dir string, overlap int64) (r
 	if err := s.Check(); err != nil {
 		return 0, 0, fmt.Errorf("%w: bbolt check of %s: %v", errHistory, dir, err)
 	}
+	return h.add(ctx, s, overlap)
+}
+
+// historySource is a store whose history can be read: a kv store opened
+// on a file, or an etcd cluster read through its own client.
+type historySource interface {
+	// Revisions returns the current and the compact revision.
+	Revisions() (rev, compact int64)
+	// History returns the batches from..to, at most about maxEvents
+	// events, and the revision to read next.
+	History(ctx context.Context, from, to int64, maxEvents int) ([]kv.Batch, int64, error)
+}
+
+// add adds the history of s after the recorded end; revisions it holds
+// that were already recorded (back to overlap revisions) must be
+// identical. It returns the source's revision and compact revision.
+func (h *historyLog) add(ctx context.Context, s historySource, overlap int64) (rev, compact int64, err error) {
 	rev, compact = s.Revisions()
 	h.mu.Lock()
 	defer h.mu.Unlock()
@@ -132,7 +148,7 @@ func sortSearchBatches(bs []kv.Batch, rev int64) int {
 }
 
 // readHistory reads every batch from..to.
-func readHistory(ctx context.Context, s *kv.Store, from, to int64) ([]kv.Batch, error) {
+func readHistory(ctx context.Context, s historySource, from, to int64) ([]kv.Batch, error) {
 	var out []kv.Batch
 	for from <= to {
 		bs, next, err := s.History(ctx, from, to, 10000)

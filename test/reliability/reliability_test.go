@@ -81,7 +81,7 @@ func TestReliability(t *testing.T) {
 		env = "WATCHGATE_SOAK=1 "
 	}
 	t.Logf("%s run, seed %d (rerun: %sgo test -race -run 'TestReliability$' ./test/reliability/ -seed %d)", mode, seed, env, seed)
-	h := newHarness(t, cfg)
+	h := newHarness(t, cfg, kvDeploymentOf)
 	failed := runHarness(t, h)
 	if failed {
 		t.Errorf("seed %d failed; rerun with %sgo test -race -run 'TestReliability$' ./test/reliability/ -seed %d", seed, env, seed)
@@ -132,13 +132,14 @@ var wsSetups = [][]watcherSetup{
 func runHarness(t *testing.T, h *harness) bool {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	if err := h.startServer(ctx); err != nil {
+	t.Logf("deployment: %s", h.dep.name())
+	if err := h.ps.startAll(ctx); err != nil {
 		t.Fatal(err)
 	}
 	if err := h.setup(ctx); err != nil {
 		t.Fatal(err)
 	}
-	proxy, err := faultproxy.New(*h.addr.Load(), faultproxy.Options{Seed: h.cfg.Seed, Slice: true, MaxSlice: 1500})
+	proxy, err := faultproxy.New(h.ps.pick(1), faultproxy.Options{Seed: h.cfg.Seed, Slice: true, MaxSlice: 1500})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -146,7 +147,7 @@ func runHarness(t *testing.T, h *harness) bool {
 	defer proxy.Close()
 	// A second proxy slices finely and cuts after a random number of bytes:
 	// no response or event arrives whole through it.
-	choppy, err := faultproxy.New(*h.addr.Load(), faultproxy.Options{Seed: h.cfg.Seed + 1, Slice: true, MaxSlice: 7, CutAfter: 64 << 10})
+	choppy, err := faultproxy.New(h.ps.pick(2), faultproxy.Options{Seed: h.cfg.Seed + 1, Slice: true, MaxSlice: 7, CutAfter: 64 << 10})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -155,26 +156,27 @@ func runHarness(t *testing.T, h *harness) bool {
 	// Clients.
 	viaProxy := h.httpClient(false, 10*time.Second)
 	viaChoppy := h.httpClient(false, 10*time.Second)
-	proxyRC := &restClient{c: viaProxy, base: h.proxyBase}
+	proxyRC := h.rest(viaProxy, h.proxyBase)
 	choppyBase := func() string {
-		choppy.SetTarget(*h.addr.Load())
+		choppy.SetTarget(h.ps.pick(2))
 		return "http://" + choppy.Addr()
 	}
-	choppyRC := &restClient{c: viaChoppy, base: choppyBase}
+	choppyRC := h.rest(viaChoppy, choppyBase)
 	directRC := h.control
 	// Streams share one client per kind, so that over HTTP/2 one
-	// connection carries many watches.
+	// connection carries many watches. Direct ones spread over the
+	// processes (watcher i prefers process i); every proxied one goes
+	// where the proxy points.
 	streams := map[[2]bool]*http.Client{}
-	streamClient := func(h2c, viaProxy bool) (*http.Client, func() string) {
+	streamClient := func(i int, h2c, viaProxy bool) (*http.Client, func() string) {
 		k := [2]bool{h2c, viaProxy}
 		if streams[k] == nil {
 			streams[k] = h.httpClient(h2c, 0)
 		}
-		base := h.serverBase
 		if viaProxy {
-			base = h.proxyBase
+			return streams[k], h.processBase(1, proxy)
 		}
-		return streams[k], base
+		return streams[k], h.processBase(i, nil)
 	}
 
 	// Watchers.
@@ -183,7 +185,7 @@ func runHarness(t *testing.T, h *harness) bool {
 	var wwg sync.WaitGroup
 	for i, s := range sseSetups {
 		l := newWatchLog(s.name, s.spec, h.start)
-		c, base := streamClient(s.h2c, s.proxy)
+		c, base := streamClient(i, s.h2c, s.proxy)
 		w := newSSEWatcher(l, c, base, directRC, h.cfg.Seed+uint64(i), s.progress, s.start)
 		w.ndjson = s.ndjson
 		h.sse = append(h.sse, w)
@@ -198,7 +200,7 @@ func runHarness(t *testing.T, h *harness) bool {
 			starts = append(starts, s.start)
 			h.logs = append(h.logs, l)
 		}
-		c, base := streamClient(false, i == 0)
+		c, base := streamClient(i, false, i == 0)
 		h.sockets = append(h.sockets, newWSSocket(fmt.Sprintf("ws%d", i+1), c, base, directRC, h.cfg.Seed+uint64(100+i), logs, starts))
 	}
 	for _, w := range h.sse {
@@ -221,7 +223,7 @@ func runHarness(t *testing.T, h *harness) bool {
 	defer ccancel()
 	var cwg sync.WaitGroup
 	for i := range h.cfg.Writers + h.cfg.Readers {
-		rc := directRC
+		rc := h.rest(h.direct, h.processBase(i, nil))
 		switch i % 4 {
 		case 1:
 			rc = proxyRC
@@ -257,9 +259,13 @@ func runHarness(t *testing.T, h *harness) bool {
 	// Requests canceled at the end may still be committed: the final
 	// revision is the one that stays put for a while.
 	var final int64
-	for quiet := 0; quiet < 3; {
+	for quiet, fails := 0, 0; quiet < 3; {
 		st, err := h.control.status(ctx)
 		if err != nil {
+			if fails++; fails < 40 {
+				time.Sleep(250 * time.Millisecond)
+				continue
+			}
 			t.Fatalf("status after the run: %v", err)
 		}
 		if st.Revision == final {
@@ -292,22 +298,22 @@ func runHarness(t *testing.T, h *harness) bool {
 	wwg.Wait()
 
 	t.Logf("%.1fs: watchers drained in %v", time.Since(h.start).Seconds(), time.Since(drainStart).Round(time.Millisecond))
-	// Clean shutdown; then the data file.
-	if err := h.srv.stop(30 * time.Second); err != nil {
+	// Clean shutdown; then the rest of the history.
+	if err := h.ps.stopAll(30 * time.Second); err != nil {
 		t.Error(err)
 	}
-	if alarms := h.srv.logs.Alarms(); len(alarms) > 0 {
-		h.breach("server log: %s", strings.Join(alarms, "\n"))
+	for _, p := range h.ps.problems() {
+		h.breach("server log: %s", p)
 	}
 	for _, tr := range h.transports {
 		tr.CloseIdleConnections()
 	}
-	rev, _, err := h.hist.readFile(ctx, h.data, 1000)
+	rev, err := h.dep.final(ctx, h.hist)
 	if err != nil {
-		t.Errorf("final data file: %v", err)
+		t.Errorf("final history: %v", err)
 	}
 	if rev != final {
-		t.Errorf("final data file at revision %d, the server said %d", rev, final)
+		t.Errorf("final history at revision %d, the server said %d", rev, final)
 	}
 
 	t.Logf("%.1fs: stopped, history read; checking", time.Since(h.start).Seconds())
@@ -452,8 +458,11 @@ func (h *harness) check(t *testing.T, final int64, ps, cs faultproxy.Stats) bool
 	s := h.stats
 	t.Logf("seed %d: %.0fs, final revision %d, %d history revisions (%d pieces, %d revisions compared twice)",
 		h.cfg.Seed, time.Since(h.start).Seconds(), final, len(hist.Batches()), h.hist.pieces, h.hist.compared)
-	t.Logf("server: %d kills (SIGKILL), %d restarts, %d epochs; %d compactions (%d conflicts), %d snapshots",
-		s.Kills, s.Restarts, len(h.epochOps), s.Compactions, s.CompactConflicts, s.Snapshots)
+	t.Logf("%s: %d kills (SIGKILL), %d restarts, %d epochs, %d client moves to another process; %d compactions (%d conflicts), %d history reads",
+		h.dep.name(), s.Kills, s.Restarts, len(h.epochOps), h.moves.Load(), s.Compactions, s.CompactConflicts, s.Snapshots)
+	if s.MemberKills > 0 {
+		t.Logf("etcd: %d member kills (SIGKILL), %d of them the leader", s.MemberKills, s.LeaderKills)
+	}
 	t.Logf("requests: %d (%d answered, %d unknown outcome, %d precondition failed); %d reads at a revision (%d gone)",
 		s.Ops, s.Acked, s.Unknown, s.Failed412, s.RangeAt, s.RangeAtGone)
 	t.Logf("faults: %d proxy cuts, %d client cuts, %d stalls, %d watchers away; proxy %+v; choppy proxy %+v",
@@ -500,4 +509,61 @@ func checkReadsAt(batches []kv.Batch, reads []*op) []error {
 		}
 	}
 	return errs
+}
+
+// etcdBoundedConfig sizes the bounded run against the etcd deployment:
+// gateways killed and kept down while their clients move to the others,
+// etcd members killed (the leader every other time), and everything else
+// as against one server.
+func etcdBoundedConfig(seed uint64) config {
+	c := boundedConfig(seed)
+	c.Kills, c.MinReconnects, c.MinDuration, c.MaxDuration = 4, 200, 25*time.Second, 100*time.Second
+	c.KillEvery = [2]time.Duration{2 * time.Second, 5 * time.Second}
+	c.GatewayDown = [2]time.Duration{500 * time.Millisecond, 2 * time.Second}
+	c.MemberKills = 2
+	c.MemberKillEvery = [2]time.Duration{3 * time.Second, 6 * time.Second}
+	c.MemberDown = [2]time.Duration{time.Second, 3 * time.Second}
+	return c
+}
+
+func etcdSoakConfig(seed uint64) config {
+	c := soakConfig(seed)
+	c.Kills, c.MinReconnects = 60, 6000
+	c.GatewayDown = [2]time.Duration{500 * time.Millisecond, 4 * time.Second}
+	c.MemberKills = 40
+	c.MemberKillEvery = [2]time.Duration{2 * time.Second, 8 * time.Second}
+	c.MemberDown = [2]time.Duration{time.Second, 5 * time.Second}
+	return c
+}
+
+// TestReliabilityEtcd runs the same workload, watchers and checks as
+// TestReliability against the scale-out deployment: two watchgate
+// gateways (--backend=etcd) in front of a real three-member etcd cluster.
+// Its faults are that deployment's: a gateway killed with SIGKILL while
+// watchers are attached (they move to the other gateway and resume from
+// the revision they last saw; the gateway comes back a moment later),
+// etcd members and the etcd leader killed and restarted, and the fault
+// proxy's cuts, stalls and slices between clients and gateways. The
+// history the checks use is read from etcd through its own client.
+// WATCHGATE_SOAK=1 (or -soak) runs the long form.
+func TestReliabilityEtcd(t *testing.T) {
+	t.Parallel()
+	seed := runSeed(t)
+	cfg := etcdBoundedConfig(seed)
+	mode := "bounded"
+	if soak() {
+		cfg, mode = etcdSoakConfig(seed), "soak"
+	}
+	if testing.Short() {
+		cfg.Kills, cfg.MemberKills, cfg.MinReconnects, cfg.MinDuration, cfg.LongStall = 2, 1, 50, 10*time.Second, 0
+	}
+	env := ""
+	if soak() {
+		env = "WATCHGATE_SOAK=1 "
+	}
+	t.Logf("%s run, seed %d (rerun: %sgo test -race -run 'TestReliabilityEtcd$' ./test/reliability/ -seed %d)", mode, seed, env, seed)
+	h := newHarness(t, cfg, etcdDeploymentOf(3, 2))
+	if runHarness(t, h) {
+		t.Errorf("seed %d failed; rerun with %sgo test -race -run 'TestReliabilityEtcd$' ./test/reliability/ -seed %d", seed, env, seed)
+	}
 }

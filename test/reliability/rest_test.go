@@ -245,6 +245,9 @@ func describeOutput(out *opOutput) string {
 type restClient struct {
 	c    *http.Client
 	base func() string // "http://host:port"
+	// unavailableOK makes a 503 a legal answer of unknown outcome (a
+	// gateway whose etcd cluster is without a leader for a moment).
+	unavailableOK bool
 }
 
 // errNotSent marks a request that certainly never reached the server (the
@@ -337,6 +340,10 @@ func (r *restClient) exec(ctx context.Context, in *opInput) (opOutput, error) {
 	out := opOutput{Status: resp.StatusCode}
 	out.Rev, _ = strconv.ParseInt(resp.Header.Get("X-Revision"), 10, 64)
 	out.Compact, _ = strconv.ParseInt(resp.Header.Get("X-Compact-Revision"), 10, 64)
+	if resp.StatusCode == http.StatusServiceUnavailable && r.unavailableOK {
+		out.Unknown = true
+		return out, nil
+	}
 	if resp.StatusCode >= 500 {
 		out.Unknown = true
 		return out, fmt.Errorf("%w: %s %s: status %d: %s", errContract, method, path, resp.StatusCode, b)
@@ -586,6 +593,10 @@ func (r *restClient) compact(ctx context.Context, rev int64) (int, error) {
 	switch resp.StatusCode {
 	case http.StatusOK, http.StatusConflict:
 		return resp.StatusCode, nil
+	case http.StatusServiceUnavailable:
+		if r.unavailableOK {
+			return resp.StatusCode, fmt.Errorf("POST /v1/compact %d: status %d: %s", rev, resp.StatusCode, b)
+		}
 	}
 	return resp.StatusCode, fmt.Errorf("%w: POST /v1/compact %d: status %d: %s", errContract, rev, resp.StatusCode, b)
 }

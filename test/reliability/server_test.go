@@ -163,8 +163,14 @@ func (l *logSink) Alarms() []string {
 // until GET /readyz answers 200. The log level is warn: the access log
 // would cost more than the requests.
 func startServer(ctx context.Context, bin, dataDir, addr string) (*server, error) {
+	return startProcess(ctx, bin, addr, "--data", dataDir)
+}
+
+// startProcess runs the binary listening on addr with the flags args
+// (the store's), and waits until GET /readyz answers 200.
+func startProcess(ctx context.Context, bin, addr string, args ...string) (*server, error) {
 	logs := newLogSink()
-	cmd := exec.Command(bin, "--addr", addr, "--data", dataDir, "--log-level", "warn")
+	cmd := exec.Command(bin, append([]string{"--addr", addr, "--log-level", "warn"}, args...)...)
 	cmd.Env = append(os.Environ(), "GORACE=halt_on_error=0")
 	cmd.Stdout = io.Discard
 	cmd.Stderr = logs

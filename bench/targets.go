@@ -121,17 +121,6 @@ func evaluateTargets(cfg *config, res *results) []check {
 		judge("reconnect storm <= 15 s", "", false, false, "")
 	}
 
-	// 8. Scale-out: the fan-out target through a tier of gateways.
-	for _, tr := range []string{"ws", "sse"} {
-		t := "watchgate/" + tr
-		v3 := med("gateways", gatewaysCase(3, 10000), "last watcher", t)
-		v1 := med("gateways", gatewaysCase(1, 10000), "last watcher", t)
-		ev := fmt.Sprintf("%s ms", formatValue(v3))
-		if has(v1) {
-			ev += fmt.Sprintf(" (1 gateway: %s ms)", formatValue(v1))
-		}
-		judge("one write to 10,000 watchers over 3 gateways on one etcd <= 10 ms", tr, v3 <= 10, has(v3), ev)
-	}
 	return cs
 }
 

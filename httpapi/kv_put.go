@@ -72,9 +72,9 @@ func (s *Server) putKV(w http.ResponseWriter, r *http.Request) {
 	status := http.StatusOK
 	if res.PrevKV == nil {
 		status = http.StatusCreated
-		w.Header().Set("Location", kvPathPrefix+escapeKey(key))
+		setHeader(w, "Location", kvPathPrefix+escapeKey(key))
 	}
-	w.Header().Set("ETag", formatETag(res.KV.ModRevision))
+	setHeader(w, "Etag", formatInt(w, res.KV.ModRevision, true))
 	b := appendRevision(make([]byte, 0, 128+2*len(key)), resp.Revision)
 	b = append(b, `,"kv":`...)
 	b = kvjson.AppendKV(b, res.KV, true)

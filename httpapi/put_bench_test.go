@@ -124,6 +124,10 @@ func (w *discardWriter) Header() http.Header         { return w.h }
 func (w *discardWriter) WriteHeader(code int)        { w.status = code }
 func (w *discardWriter) Write(p []byte) (int, error) { return len(p), nil }
 
+// SetReadDeadline is there because a connection has it (the handler sets
+// one before reading a body).
+func (w *discardWriter) SetReadDeadline(time.Time) error { return nil }
+
 // BenchmarkPutHandler measures the server's own work for one PUT, without
 // a network or an HTTP client: the handler chain (middleware, routing,
 // access log, metrics, the JSON answer) and a NoSync store, 256 writers

@@ -210,10 +210,15 @@ func (l promLogger) Println(v ...any) { l.s.log.Warn().Msgf("metrics: %v", v) }
 // path, whose keys would make unbounded label values), method and status,
 // and for writes the duration.
 func (m *Metrics) observe(r *http.Request, status int, d time.Duration) {
-	route := "unmatched"
-	if rc := chi.RouteContext(r.Context()); rc != nil {
-		if p := rc.RoutePattern(); p != "" {
-			route = p
+	// The router records the pattern in the request it routed, which is
+	// r unless a middleware copied it; otherwise ask its context.
+	route := r.Pattern
+	if route == "" {
+		route = "unmatched"
+		if rc := chi.RouteContext(r.Context()); rc != nil {
+			if p := rc.RoutePattern(); p != "" {
+				route = p
+			}
 		}
 	}
 	method := r.Method

@@ -125,7 +125,7 @@ type group struct {
 	tx            *bolt.Tx
 	kv, hist, idx *bolt.Bucket
 	kvc           *bolt.Cursor // on kv, made by current; nil between groups
-	keys          int64 // live keys
+	keys          int64        // live keys
 
 	enc     arena // encoded records for bbolt; reused after each commit
 	ev      arena // keys and values of events and results

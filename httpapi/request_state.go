@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"net/http"
 	"sync"
+	"unsafe"
 
 	"github.com/go-chi/chi/v5"
 )
@@ -24,6 +25,10 @@ type requestState struct {
 	// rctx is the router's context, taken from the server's pool for the
 	// request's lifetime; nil outside Server.ServeHTTP.
 	rctx *chi.Context
+	// idVal and idHex back the X-Request-Id header value and a generated
+	// id, written once by requestIDMiddleware.
+	idVal [1]string
+	idHex [24]byte
 }
 
 // stateKey is the context key of the *requestState.
@@ -89,10 +94,11 @@ func requestIDMiddleware(next http.Handler) http.Handler {
 		}
 		id := r.Header.Get("X-Request-Id")
 		if !validRequestID(id) {
-			id = newRequestID()
+			id = st.newRequestID()
 		}
 		st.id = id
-		w.Header()["X-Request-Id"] = []string{id}
+		st.idVal[0] = id
+		w.Header()["X-Request-Id"] = st.idVal[:]
 		next.ServeHTTP(w, r)
 	})
 }
@@ -109,10 +115,10 @@ func validRequestID(id string) bool {
 	return true
 }
 
-func newRequestID() string {
+// newRequestID returns a new random id of 24 hex digits, kept in st.
+func (st *requestState) newRequestID() string {
 	var b [12]byte
 	rand.Read(b[:])
-	var h [24]byte
-	hex.Encode(h[:], b[:])
-	return string(h[:])
+	hex.Encode(st.idHex[:], b[:])
+	return unsafe.String(&st.idHex[0], len(st.idHex))
 }

@@ -115,16 +115,21 @@ func (l *logWriter) flush(spare []byte, final bool) []byte {
 	if final {
 		l.closed = true
 		l.buf = nil
+		// Lines written from now on go straight to w: they must wait
+		// until the buffered ones are out.
+		l.outMu.Lock()
 	}
 	l.mu.Unlock()
+	if !final {
+		l.outMu.Lock()
+	}
 	if dropped > 0 {
 		out = appendDropped(out, dropped)
 	}
 	if len(out) > 0 {
-		l.outMu.Lock()
 		_, _ = l.w.Write(out)
-		l.outMu.Unlock()
 	}
+	l.outMu.Unlock()
 	if cap(out) > l.limit+4096 {
 		// A notice made it grow: do not keep more than the bound.
 		return nil

@@ -254,7 +254,12 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 		return closeStore()
 	}
 
-	httpLog := log.With().Str("component", "http").Logger()
+	// The access log (a line per request) is buffered and written every
+	// logFlushInterval rather than with a write(2) per request; the other
+	// logs stay unbuffered. Every return below flushes it.
+	accessOut := newLogWriter(stderr, logFlushInterval, logBufferLimit)
+	defer accessOut.Close()
+	httpLog := log.Output(accessOut).With().Str("component", "http").Logger()
 	api, err := httpapi.New(store.backendStore, httpapi.Options{
 		Logger:       &httpLog,
 		MaxKeySize:   cfg.maxKeySize,
@@ -381,6 +386,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 	if err := api.WaitStreams(sctx); err != nil {
 		log.Warn().Err(err).Msg("WebSocket handlers did not finish in time")
 	}
+	// No request is left: write out the access log's last lines.
+	accessOut.Close()
 	hub.Close()
 	log.Info().Msg("watch hub closed")
 	unsubscribe()

@@ -14,7 +14,13 @@ import (
 func (s *Server) accessLogMiddleware(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		start := time.Now()
-		rw := &responseWriter{ResponseWriter: w, revisions: s.store.Revisions}
+		var rw *responseWriter
+		if st := stateOf(r.Context()); st != nil {
+			rw = &st.rw
+		} else {
+			rw = new(responseWriter)
+		}
+		*rw = responseWriter{ResponseWriter: w, revisions: s.store.Revisions}
 		defer func() {
 			status := rw.status
 			if !rw.wroteHeader {

@@ -29,8 +29,6 @@ const (
 	viaQuery  = "query"
 )
 
-type authKey struct{}
-
 // authInfo is what the authentication middleware learned of a request.
 type authInfo struct {
 	principal *access.Principal // nil when err is set
@@ -41,12 +39,15 @@ type authInfo struct {
 
 // authOf returns the request's authentication, as the middleware put it.
 func authOf(ctx context.Context) *authInfo {
-	a, _ := ctx.Value(authKey{}).(*authInfo)
-	if a == nil {
-		return &authInfo{err: &requestError{kind: ErrUnauthorized, msg: "no authentication"}}
+	if st := stateOf(ctx); st != nil && st.authSet {
+		return &st.auth
 	}
-	return a
+	return noAuth
 }
+
+// noAuth is the authentication of a request that the middleware did not
+// see. It is shared: nothing writes to it.
+var noAuth = &authInfo{err: &requestError{kind: ErrUnauthorized, msg: "no authentication"}}
 
 // Principal returns who the request acts as, or nil when it is not
 // authenticated (or outside the server's middleware).
@@ -68,7 +69,13 @@ func (s *Server) SetAccess(p *access.Policy) { s.policy.Store(p) }
 // access_token query parameter (only with Options.AllowQueryToken).
 func (s *Server) authenticate(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		a := &authInfo{}
+		st := stateOf(r.Context())
+		if st == nil {
+			st = &requestState{}
+			r = withState(r, st)
+		}
+		a := &st.auth
+		*a = authInfo{}
 		policy := s.policy.Load()
 		token, via, err := tokenOf(r, s.opts.AllowQueryToken)
 		a.token, a.via = token, via
@@ -88,7 +95,8 @@ func (s *Server) authenticate(next http.Handler) http.Handler {
 		if rw, ok := w.(*responseWriter); ok && a.principal != nil {
 			rw.principal = a.principal.Name
 		}
-		next.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), authKey{}, a)))
+		st.authSet = true
+		next.ServeHTTP(w, r)
 	})
 }
 

@@ -3,6 +3,7 @@ package httpapi
 import (
 	"bytes"
 	"errors"
+	"io"
 	"net/http"
 	"time"
 )
@@ -21,6 +22,19 @@ func readBody(w http.ResponseWriter, r *http.Request, limit int64, tooBig error,
 	}
 	// Not every connection supports deadlines; the limit still holds.
 	_ = http.NewResponseController(w).SetReadDeadline(time.Now().Add(bodyReadTimeout))
+	if r.ContentLength >= 0 {
+		// The length is known and within the limit (net/http never
+		// delivers more than it): one buffer of that size.
+		b := make([]byte, r.ContentLength)
+		if _, err := io.ReadFull(r.Body, b); err != nil {
+			return nil, badRequest("reading the request body: %v", err)
+		}
+		var extra [1]byte
+		if n, _ := r.Body.Read(extra[:]); n > 0 {
+			return nil, &requestError{kind: tooBig, msg: what + " is over the limit of " + formatSize(limit)}
+		}
+		return b, nil
+	}
 	var buf bytes.Buffer
 	if r.ContentLength > 0 {
 		buf.Grow(int(r.ContentLength))

@@ -35,10 +35,9 @@ func appendRevision(dst []byte, rev int64) []byte {
 
 // writeJSON answers status with the JSON body b (a newline is added).
 func writeJSON(w http.ResponseWriter, r *http.Request, status int, b []byte) {
-	h := w.Header()
-	h.Set("Content-Type", "application/json")
+	setHeader(w, "Content-Type", "application/json")
 	b = append(b, '\n')
-	h.Set("Content-Length", strconv.Itoa(len(b)))
+	setHeader(w, "Content-Length", formatInt(w, int64(len(b)), false))
 	w.WriteHeader(status)
 	if r.Method != http.MethodHead {
 		w.Write(b)

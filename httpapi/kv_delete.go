@@ -12,26 +12,13 @@ import (
 // It answers {"revision":R,"deleted":N}, plus "prev_kvs" with
 // ?prev_kv=true. If-Match and If-None-Match apply to a single key as for PUT.
 func (s *Server) deleteKV(w http.ResponseWriter, r *http.Request) {
-	key, err := keyFromPath(r.URL.EscapedPath(), kvPathPrefix)
+	req, err := s.parseKVRequest(r, rangeWrite)
 	if err != nil {
 		s.writeError(w, r, err)
 		return
 	}
-	q, err := parseQuery(r)
-	if err != nil {
-		s.writeError(w, r, err)
-		return
-	}
-	kr, err := parseKeyRange(q, key, s.opts.MaxKeySize)
-	if err != nil {
-		s.writeError(w, r, err)
-		return
-	}
-	if err := s.authorize(r, modeWrite, kr.key, kr.end); err != nil {
-		s.writeError(w, r, err)
-		return
-	}
-	prevKV, err := queryBool(q, "prev_kv")
+	key, kr := req.key, req.kr
+	prevKV, err := queryBool(req.q, "prev_kv")
 	if err != nil {
 		s.writeError(w, r, err)
 		return

@@ -18,25 +18,12 @@ const kvPathPrefix = "/v1/kv/"
 // getKV serves GET and HEAD /v1/kv/{key}: one key (raw value or JSON) or,
 // with prefix=true or range_end, a range (always JSON).
 func (s *Server) getKV(w http.ResponseWriter, r *http.Request) {
-	key, err := keyFromPath(r.URL.EscapedPath(), kvPathPrefix)
+	req, err := s.parseKVRequest(r, rangeRead)
 	if err != nil {
 		s.writeError(w, r, err)
 		return
 	}
-	q, err := parseQuery(r)
-	if err != nil {
-		s.writeError(w, r, err)
-		return
-	}
-	kr, err := parseKeyRange(q, key, s.opts.MaxKeySize)
-	if err != nil {
-		s.writeError(w, r, err)
-		return
-	}
-	if err := s.authorize(r, modeRead, kr.key, kr.end); err != nil {
-		s.writeError(w, r, err)
-		return
-	}
+	q, kr := req.q, req.kr
 	rev, err := queryInt(q, "rev", 0, 0, math.MaxInt64)
 	if err != nil {
 		s.writeError(w, r, err)

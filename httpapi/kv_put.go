@@ -14,25 +14,13 @@ import (
 // If-None-Match make it a compare-and-swap transaction; when the condition
 // fails nothing is written and the answer is 412 with the current kv.
 func (s *Server) putKV(w http.ResponseWriter, r *http.Request) {
-	key, err := keyFromPath(r.URL.EscapedPath(), kvPathPrefix)
+	req, err := s.parseKVRequest(r, oneKeyWrite)
 	if err != nil {
 		s.writeError(w, r, err)
 		return
 	}
-	if err := s.checkWriteKey(key); err != nil {
-		s.writeError(w, r, err)
-		return
-	}
-	if err := s.authorize(r, modeWrite, key, nil); err != nil {
-		s.writeError(w, r, err)
-		return
-	}
-	q, err := parseQuery(r)
-	if err != nil {
-		s.writeError(w, r, err)
-		return
-	}
-	prevKV, err := queryBool(q, "prev_kv")
+	key := req.key
+	prevKV, err := queryBool(req.q, "prev_kv")
 	if err != nil {
 		s.writeError(w, r, err)
 		return
@@ -72,9 +60,9 @@ func (s *Server) putKV(w http.ResponseWriter, r *http.Request) {
 	status := http.StatusOK
 	if res.PrevKV == nil {
 		status = http.StatusCreated
-		w.Header().Set("Location", kvPathPrefix+escapeKey(key))
+		setHeader(w, "Location", kvPathPrefix+escapeKey(key))
 	}
-	w.Header().Set("ETag", formatETag(res.KV.ModRevision))
+	setHeader(w, "Etag", formatInt(w, res.KV.ModRevision, true))
 	b := appendRevision(make([]byte, 0, 128+2*len(key)), resp.Revision)
 	b = append(b, `,"kv":`...)
 	b = kvjson.AppendKV(b, res.KV, true)

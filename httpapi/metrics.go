@@ -3,6 +3,7 @@ package httpapi
 import (
 	"net/http"
 	"strconv"
+	"sync"
 	"time"
 
 	"github.com/go-chi/chi/v5"
@@ -28,6 +29,8 @@ type Metrics struct {
 	limited       *prometheus.CounterVec
 	eventsSent    *prometheus.CounterVec
 	notifyToSend  *prometheus.HistogramVec
+
+	observers sync.Map // observerKey -> *observer
 }
 
 // NewMetrics makes the metrics on a new registry.
@@ -207,10 +210,15 @@ func (l promLogger) Println(v ...any) { l.s.log.Warn().Msgf("metrics: %v", v) }
 // path, whose keys would make unbounded label values), method and status,
 // and for writes the duration.
 func (m *Metrics) observe(r *http.Request, status int, d time.Duration) {
-	route := "unmatched"
-	if rc := chi.RouteContext(r.Context()); rc != nil {
-		if p := rc.RoutePattern(); p != "" {
-			route = p
+	// The router records the pattern in the request it routed, which is
+	// r unless a middleware copied it; otherwise ask its context.
+	route := r.Pattern
+	if route == "" {
+		route = "unmatched"
+		if rc := chi.RouteContext(r.Context()); rc != nil {
+			if p := rc.RoutePattern(); p != "" {
+				route = p
+			}
 		}
 	}
 	method := r.Method
@@ -219,10 +227,42 @@ func (m *Metrics) observe(r *http.Request, status int, d time.Duration) {
 	default:
 		method = "other"
 	}
-	m.requests.WithLabelValues(route, method, strconv.Itoa(status)).Inc()
-	if isWrite(method, route) && status < 300 {
-		m.writeDuration.WithLabelValues(route, method).Observe(d.Seconds())
+	o := m.observerOf(route, method, status)
+	o.requests.Inc()
+	if o.duration != nil {
+		o.duration.Observe(d.Seconds())
 	}
+}
+
+// observerKey names the series that one kind of request feeds.
+type observerKey struct {
+	route, method string
+	status        int
+}
+
+// observer is the series that requests of one observerKey feed: the
+// request counter, and for successful writes the duration histogram
+// (nil otherwise).
+type observer struct {
+	requests prometheus.Counter
+	duration prometheus.Observer
+}
+
+// observerOf returns the cached series of (route, method, status), so that
+// a request costs one map lookup rather than hashing its label values into
+// the vectors. Routes are the router's patterns and methods and statuses
+// few, so the cache stays small.
+func (m *Metrics) observerOf(route, method string, status int) *observer {
+	k := observerKey{route, method, status}
+	if o, ok := m.observers.Load(k); ok {
+		return o.(*observer)
+	}
+	o := &observer{requests: m.requests.WithLabelValues(route, method, strconv.Itoa(status))}
+	if isWrite(method, route) && status < 300 {
+		o.duration = m.writeDuration.WithLabelValues(route, method)
+	}
+	actual, _ := m.observers.LoadOrStore(k, o)
+	return actual.(*observer)
 }
 
 // isWrite reports whether a request of method on route writes the store.

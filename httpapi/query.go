@@ -18,6 +18,9 @@ const (
 // parseQuery parses the request's query string; a malformed one (a bad
 // percent escape, say) is ErrBadRequest rather than silently dropped.
 func parseQuery(r *http.Request) (url.Values, error) {
+	if r.URL.RawQuery == "" {
+		return nil, nil // reads as empty
+	}
 	q, err := url.ParseQuery(r.URL.RawQuery)
 	if err != nil {
 		return nil, badRequest("malformed query string: %v", err)

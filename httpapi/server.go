@@ -125,7 +125,7 @@ type Server struct {
 	opts    Options
 	log     zerolog.Logger
 	ready   atomic.Bool
-	handler http.Handler
+	handler *chi.Mux
 
 	// sse and ws are the watch transports; nil without Options.Hub.
 	sse *sse.Handler
@@ -190,9 +190,17 @@ func New(store Store, opts Options) (*Server, error) {
 // begins to shut down.
 func (s *Server) SetReady(ready bool) { s.ready.Store(ready) }
 
-// ServeHTTP serves the API.
+// ServeHTTP serves the API. The request's state (requestState) and the
+// router's context enter the request's context together, in one copy of
+// the request.
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	s.handler.ServeHTTP(w, r)
+	st := &requestState{}
+	rctx := routeContexts.Get().(*chi.Context)
+	rctx.Reset()
+	rctx.Routes = s.handler
+	st.rctx = rctx
+	s.handler.ServeHTTP(w, withState(r, st))
+	routeContexts.Put(rctx)
 }
 
 // routes builds the router. Middleware order, outermost first: request
@@ -201,7 +209,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 // dashboard, the document, signing in) need no token; every other route
 // needs one when access control is on, and writes count against the write
 // rate.
-func (s *Server) routes() http.Handler {
+func (s *Server) routes() *chi.Mux {
 	r := chi.NewRouter()
 	r.Use(requestIDMiddleware, s.accessLogMiddleware, s.recovererMiddleware)
 	if s.cors != nil {

@@ -124,7 +124,8 @@ type span struct {
 type group struct {
 	tx            *bolt.Tx
 	kv, hist, idx *bolt.Bucket
-	keys          int64 // live keys
+	kvc           *bolt.Cursor // on kv, made by current; nil between groups
+	keys          int64        // live keys
 
 	enc     arena // encoded records for bbolt; reused after each commit
 	ev      arena // keys and values of events and results
@@ -156,6 +157,7 @@ func (s *Store) commitGroup(reqs []*request) {
 	}
 	g.tx = tx
 	g.kv, g.hist, g.idx = tx.Bucket(bucketKV), tx.Bucket(bucketHistory), tx.Bucket(bucketIndex)
+	g.kvc = nil
 	g.hist.FillPercent = 1 // appended in revision order
 	g.keys = s.keys
 	base := s.rev.Load()

@@ -6,7 +6,9 @@ import (
 	"strconv"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
+	"time"
 )
 
 // BenchmarkPut measures durable (fsync per group commit) and NoSync Put
@@ -34,6 +36,7 @@ func benchPut(b *testing.B, noSync bool, clients int) {
 	var wg sync.WaitGroup
 	b.ReportAllocs()
 	b.ResetTimer()
+	cpu0 := processCPU()
 	for c := 0; c < clients; c++ {
 		wg.Add(1)
 		go func() {
@@ -53,8 +56,21 @@ func benchPut(b *testing.B, noSync bool, clients int) {
 		}()
 	}
 	wg.Wait()
+	cpu := processCPU() - cpu0
 	b.StopTimer()
 	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "puts/s")
+	b.ReportMetric(float64(cpu.Microseconds())/float64(b.N), "cpu-µs/op")
+}
+
+// processCPU is the CPU time (user and system) the process has used, which
+// unlike the elapsed time does not grow when other processes share the
+// cores.
+func processCPU() time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
 
 // fill writes n revisions of batch puts each (NoSync store), keys cycling

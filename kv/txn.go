@@ -300,7 +300,7 @@ func (g *group) put(key, value []byte, rev int64, sub *int32) (OpResult, error) 
 	k := g.ev.copy(key)
 	var prev *KeyValue
 	create, version := rev, int64(1)
-	if raw := g.kv.Get(key); raw != nil {
+	if raw := g.current(key); raw != nil {
 		c, m, v, val, err := decodeCurrent(raw)
 		if err != nil {
 			return OpResult{}, err
@@ -334,11 +334,25 @@ func (g *group) put(key, value []byte, rev int64, sub *int32) (OpResult, error) 
 	return OpResult{Type: OpPut, KV: res, PrevKV: prev}, nil
 }
 
+// current returns the encoded current version of key in the kv bucket, or
+// nil. It is kv.Get through the group's cursor, whose path stack is kept
+// from one lookup to the next rather than allocated for each.
+func (g *group) current(key []byte) []byte {
+	if g.kvc == nil {
+		g.kvc = g.kv.Cursor()
+	}
+	k, v := g.kvc.Seek(key)
+	if k == nil || !bytes.Equal(k, key) {
+		return nil
+	}
+	return v
+}
+
 // del deletes key, or the live keys in [key, end), in key order.
 func (g *group) del(key, end []byte, rev int64, sub *int32) (OpResult, error) {
 	g.prevs = g.prevs[:0]
 	if len(end) == 0 {
-		if raw := g.kv.Get(key); raw != nil {
+		if raw := g.current(key); raw != nil {
 			kv, err := decodeCurrentKV(key, raw, false, &g.ev)
 			if err != nil {
 				return OpResult{}, err

@@ -197,7 +197,16 @@ func inRange(k []byte, kr keyRange) bool {
 // announced to the watchers. The store's file may already hold a later
 // commit that is neither yet; a client that read it and then watched "from
 // now" would be sent that write again.
+//
+// A store that reads at revision 0 by itself only what it has published
+// (the etcd backend: a linearizable read, then a wait for its own feed)
+// gets 0 through: its published revision lags the cluster, and a read
+// pinned there would miss a write another gateway acknowledged before the
+// read began.
 func (s *Server) readRevision(rev int64) int64 {
+	if cr, ok := s.store.(interface{ ReadsAtCurrent() bool }); ok && cr.ReadsAtCurrent() {
+		return rev
+	}
 	if rev == 0 {
 		rev, _ = s.store.Revisions()
 	}

@@ -211,13 +211,14 @@ func (s *Stream) Done() <-chan struct{} { return s.h.donec }
 // caller gets the queue's array and the queue keeps buf's for the next
 // responses, so a transport that drains into buf[:0] again and again
 // allocates nothing and an idle stream holds no more than the array its
-// transport handed back.
+// transport handed back. The caller clears the responses it used (clear
+// before reslicing to buf[:0]) so that the array it hands back holds no
+// events; Drain does not clear it again, which would cost a pass over the
+// whole array on every drain of a burst.
 func (s *Stream) Drain(buf []Response) []Response {
 	s.qmu.Lock()
 	if len(buf) == 0 {
-		spare := buf[:cap(buf)]
-		clear(spare)
-		buf, s.q = s.q, spare[:0]
+		buf, s.q = s.q, buf[:0]
 	} else {
 		buf = append(buf, s.q...)
 		clear(s.q)
@@ -311,7 +312,10 @@ func (s *Stream) push(r Response, force bool, now time.Duration) bool {
 		s.q = append(s.q, r)
 	}
 	s.qmu.Unlock()
-	s.lastPush.Store(int64(now))
+	if s.lastPush.Load() != int64(now) {
+		// One notify pushes many responses at the same now: store once.
+		s.lastPush.Store(int64(now))
+	}
 	if wasEmpty {
 		// A non-empty queue has been signalled already, and Drain takes
 		// everything.

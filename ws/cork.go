@@ -10,6 +10,8 @@ import (
 	"os"
 	"sync"
 	"time"
+
+	"github.com/watchgate/watchgate/watchhub"
 )
 
 // corkFlushSize is how much a corked connection gathers before it writes
@@ -86,15 +88,44 @@ const opClose = 0x8
 
 // writeText sends msg as one text message: a single unmasked frame.
 func (c *corkConn) writeText(msg []byte) error {
-	return c.appendText(len(msg), func(dst []byte) []byte { return append(dst, msg...) })
-}
-
-// appendText sends one text message of n bytes, which fill appends to the
-// buffer it is given, so that a message made of shared parts is copied
-// once. fill must append exactly n bytes.
-func (c *corkConn) appendText(n int, fill func(dst []byte) []byte) error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	if err := c.startTextLocked(len(msg)); err != nil {
+		return err
+	}
+	c.buf = append(c.buf, msg...)
+	return c.maybeFlushLocked()
+}
+
+// writeEvents sends one events message: head (appendEventsStart), the
+// shared encodings of evs separated by commas, and the closing ]}. n is
+// the size of the events' encodings, commas included. The events are
+// copied once, from their shared encoding straight into the buffer.
+func (c *corkConn) writeEvents(head []byte, evs []*watchhub.Event, prevKV bool, n int) error {
+	n += len(head) + 2
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if err := c.startTextLocked(n); err != nil {
+		return err
+	}
+	start := len(c.buf)
+	c.buf = append(c.buf, head...)
+	for k, e := range evs {
+		if k > 0 {
+			c.buf = append(c.buf, ',')
+		}
+		c.buf = append(c.buf, e.JSON(prevKV)...)
+	}
+	c.buf = appendEventsEnd(c.buf)
+	if len(c.buf)-start != n {
+		panic(fmt.Sprintf("ws: message of %d bytes announced as %d", len(c.buf)-start, n))
+	}
+	return c.maybeFlushLocked()
+}
+
+// startTextLocked appends the header of one text message of n bytes: a
+// single unmasked frame. The caller appends the n bytes.
+func (c *corkConn) startTextLocked(n int) error {
 	if c.err != nil {
 		return c.err
 	}
@@ -114,12 +145,7 @@ func (c *corkConn) appendText(n int, fill func(dst []byte) []byte) error {
 		c.buf = append(c.buf, finText, 127)
 		c.buf = binary.BigEndian.AppendUint64(c.buf, uint64(n))
 	}
-	start := len(c.buf)
-	c.buf = fill(c.buf)
-	if len(c.buf)-start != n {
-		panic(fmt.Sprintf("ws: message of %d bytes announced as %d", len(c.buf)-start, n))
-	}
-	return c.maybeFlushLocked()
+	return nil
 }
 
 // maybeFlushLocked writes the buffer unless corked with less than

@@ -408,6 +408,12 @@ func (s *socket) writeResponse(r *watchhub.Response) error {
 // others. A snapshot chunk's messages all carry the snapshot's revision.
 func (s *socket) writeEvents(r *watchhub.Response) error {
 	evs := r.Events
+	if len(evs) == 1 {
+		// The common case of a live write: one event, one message.
+		head := appendEventsStart(s.msg[:0], r.WatchID, r.Revision)
+		s.msg = head
+		return s.cork.writeEvents(head, evs, r.PrevKV, len(evs[0].JSON(r.PrevKV)))
+	}
 	limit := s.h.opts.MaxEventsMessage
 	for i := 0; i < len(evs); {
 		j, size := i, 0
@@ -434,22 +440,11 @@ func (s *socket) writeEvents(r *watchhub.Response) error {
 		if j < len(evs) && r.Kind == watchhub.KindEvents {
 			rev = evs[j-1].KV.ModRevision
 		}
-		// The events are copied once, from their shared encoding straight
-		// into the connection's buffer.
 		head := appendEventsStart(s.msg[:0], r.WatchID, rev)
 		s.msg = head
-		chunk, prevKV := evs[i:j], r.PrevKV
-		err := s.cork.appendText(len(head)+size-1+2, func(dst []byte) []byte {
-			dst = append(dst, head...)
-			for k, e := range chunk {
-				if k > 0 {
-					dst = append(dst, ',')
-				}
-				dst = append(dst, e.JSON(prevKV)...)
-			}
-			return appendEventsEnd(dst)
-		})
-		if err != nil {
+		// size counts a comma after every event; the message has one
+		// fewer.
+		if err := s.cork.writeEvents(head, evs[i:j], r.PrevKV, size-1); err != nil {
 			return err
 		}
 		i = j

@@ -190,6 +190,17 @@ var (
 	wsRevPrefix  = []byte(`"revision":`)
 	keyField     = []byte(`"key":"`)
 	modRevField  = []byte(`"mod_revision":`)
+
+	// The server's own layout of an events message and of a put event
+	// (ws/message.go, kvjson), parsed in one pass by the fast path.
+	wsEventsHead = []byte(`{"type":"events","id":"w`)
+	wsEventsRev  = []byte(`","revision":`)
+	wsEventsList = []byte(`,"events":[`)
+	putHead      = []byte(`{"type":"put","kv":{"key":"`)
+	putValue     = []byte(`","value":"`)
+	putCreate    = []byte(`","create_revision":`)
+	putMod       = []byte(`,"mod_revision":`)
+	putVersion   = []byte(`,"version":`)
 )
 
 // handle decodes one server message; only what the benchmark needs. An
@@ -197,6 +208,9 @@ var (
 // above the last one that watch was sent, and its events' revisions must
 // lie in between.
 func (s *wsSocket) handle(m []byte) error {
+	if w, rev, evs, ok := cutEventsHead(m); ok {
+		return s.events(m, w, rev, evs)
+	}
 	if !bytes.HasPrefix(m, wsTypePrefix) {
 		return fmt.Errorf("websocket: unexpected message %.200q", m)
 	}
@@ -216,26 +230,19 @@ func (s *wsSocket) handle(m []byte) error {
 		if !ok || len(after) == 0 || after[0] != '"' {
 			return fmt.Errorf("websocket: events with a bad id: %.200q", m)
 		}
-		i = bytes.Index(after, wsRevPrefix)
+		i = bytes.Index(rest, wsRevPrefix)
 		if i < 0 {
 			return fmt.Errorf("websocket: events without a revision: %.200q", m)
 		}
-		rev, after, ok := parseInt(after[i+len(wsRevPrefix):])
+		rev, _, ok := parseInt(rest[i+len(wsRevPrefix):])
 		if !ok {
 			return fmt.Errorf("websocket: events with a bad revision: %.200q", m)
 		}
-		prev := int64(-1)
-		if s.revs != nil {
-			k := int(w) - s.base
-			if k < 0 || k >= len(s.revs) {
-				return fmt.Errorf("websocket: events for w%d, not a watch of this socket: %.200q", w, m)
-			}
-			if prev = s.revs[k]; rev <= prev {
-				return fmt.Errorf("websocket: events for w%d at revision %d after %d: %.200q", w, rev, prev, m)
-			}
-			s.revs[k] = rev
+		i = bytes.Index(rest, []byte(`"events":[`))
+		if i < 0 {
+			return fmt.Errorf("websocket: events without events: %.200q", m)
 		}
-		return emitEvents(&s.f.fleetBase, s.idx, int(w), prev, rev, after)
+		return s.events(m, w, rev, rest[i:])
 	case "created":
 		if s.pending.Add(-1) == 0 {
 			close(s.created)
@@ -247,32 +254,92 @@ func (s *wsSocket) handle(m []byte) error {
 	return nil
 }
 
+// cutEventsHead parses the head of an events message in the server's own
+// layout, {"type":"events","id":"w<w>","revision":<rev>,"events":[, and
+// returns the rest. ok is false for any other message or layout.
+func cutEventsHead(m []byte) (w, rev int64, rest []byte, ok bool) {
+	b, ok := bytes.CutPrefix(m, wsEventsHead)
+	if !ok {
+		return 0, 0, nil, false
+	}
+	if w, b, ok = parseInt(b); !ok {
+		return 0, 0, nil, false
+	}
+	if b, ok = bytes.CutPrefix(b, wsEventsRev); !ok {
+		return 0, 0, nil, false
+	}
+	if rev, b, ok = parseInt(b); !ok {
+		return 0, 0, nil, false
+	}
+	if b, ok = bytes.CutPrefix(b, wsEventsList); !ok {
+		return 0, 0, nil, false
+	}
+	return w, rev, b, true
+}
+
+// events checks an events message for watch w at revision rev, whose
+// events are in b, and emits them.
+func (s *wsSocket) events(m []byte, w, rev int64, b []byte) error {
+	prev := int64(-1)
+	if s.revs != nil {
+		k := int(w) - s.base
+		if k < 0 || k >= len(s.revs) {
+			return fmt.Errorf("websocket: events for w%d, not a watch of this socket: %.200q", w, m)
+		}
+		if prev = s.revs[k]; rev <= prev {
+			return fmt.Errorf("websocket: events for w%d at revision %d after %d: %.200q", w, rev, prev, m)
+		}
+		s.revs[k] = rev
+	}
+	return emitEvents(&s.f.fleetBase, s.idx, int(w), prev, rev, b)
+}
+
 // emitEvents finds every event's key and mod_revision in b (JSON events
 // of the benchmark's own plain keys) and emits them. Each revision must
-// be above prev and at most rev, and the message must hold an event.
+// be above prev and at most rev, and the message must hold an event. A
+// put event in the server's own layout is parsed in one pass; any other
+// (a delete, a prev_kv, an escaped value) is searched for its members.
 func emitEvents(f *fleetBase, reader, w int, prev, rev int64, b []byte) error {
 	n := 0
+	fast := true
 	for {
-		i := bytes.Index(b, keyField)
-		if i < 0 {
-			break
+		var key []byte
+		var r int64
+		var ok bool
+		if fast {
+			if len(b) > 0 && b[0] == ',' {
+				b = b[1:]
+			}
+			var rest []byte
+			if key, r, rest, ok = cutPut(b); ok {
+				b = rest
+			} else {
+				fast = false // from here on, search
+			}
 		}
-		b = b[i+len(keyField):]
-		j := bytes.IndexByte(b, '"')
-		if j < 0 {
-			break
+		if !ok {
+			i := bytes.Index(b, keyField)
+			if i < 0 {
+				break
+			}
+			b = b[i+len(keyField):]
+			j := bytes.IndexByte(b, '"')
+			if j < 0 {
+				break
+			}
+			key = b[:j]
+			b = b[j:]
+			k := bytes.Index(b, modRevField)
+			if k < 0 {
+				break
+			}
+			if r, b, ok = parseInt(b[k+len(modRevField):]); !ok {
+				return fmt.Errorf("websocket: w%d: bad mod_revision in a message at %d", w, rev)
+			}
 		}
-		key := b[:j]
-		b = b[j:]
-		k := bytes.Index(b, modRevField)
-		if k < 0 {
-			break
-		}
-		r, after, ok := parseInt(b[k+len(modRevField):])
-		if !ok || r <= prev || r > rev {
+		if r <= prev || r > rev {
 			return fmt.Errorf("websocket: w%d: event at revision %d in a message at %d, after %d", w, r, rev, prev)
 		}
-		b = after
 		f.emit(reader, w, r, key)
 		n++
 	}
@@ -280,6 +347,47 @@ func emitEvents(f *fleetBase, reader, w int, prev, rev int64, b []byte) error {
 		return fmt.Errorf("websocket: w%d: events message at %d without events", w, rev)
 	}
 	return nil
+}
+
+// cutPut parses one put event at the start of b in the server's layout,
+// {"type":"put","kv":{"key":"<key>","value":"<value>",
+// "create_revision":<c>,"mod_revision":<r>,"version":<v>}}, with a key
+// and a value without escapes, and returns its key, its mod_revision and
+// what follows it.
+func cutPut(b []byte) (key []byte, r int64, rest []byte, ok bool) {
+	if b, ok = bytes.CutPrefix(b, putHead); !ok {
+		return nil, 0, nil, false
+	}
+	i := bytes.IndexByte(b, '"')
+	if i < 0 || bytes.IndexByte(b[:i], '\\') >= 0 {
+		return nil, 0, nil, false
+	}
+	key = b[:i]
+	if b, ok = bytes.CutPrefix(b[i:], putValue); !ok {
+		return nil, 0, nil, false
+	}
+	if i = bytes.IndexByte(b, '"'); i < 0 || i > 0 && b[i-1] == '\\' {
+		return nil, 0, nil, false
+	}
+	if b, ok = bytes.CutPrefix(b[i:], putCreate); !ok {
+		return nil, 0, nil, false
+	}
+	if _, b, ok = parseInt(b); !ok {
+		return nil, 0, nil, false
+	}
+	if b, ok = bytes.CutPrefix(b, putMod); !ok {
+		return nil, 0, nil, false
+	}
+	if r, b, ok = parseInt(b); !ok {
+		return nil, 0, nil, false
+	}
+	if b, ok = bytes.CutPrefix(b, putVersion); !ok {
+		return nil, 0, nil, false
+	}
+	if _, b, ok = parseInt(b); !ok || len(b) < 2 || b[0] != '}' || b[1] != '}' {
+		return nil, 0, nil, false
+	}
+	return key, r, b[2:], true
 }
 
 func (f *wsFleet) close() {

@@ -309,6 +309,9 @@ func (s *Stream) push(r Response, force bool, now time.Duration) bool {
 			s.qEvents++
 		}
 		s.qBytes += r.size + responseOverhead
+		if len(s.q) == cap(s.q) {
+			s.grow()
+		}
 		s.q = append(s.q, r)
 	}
 	s.qmu.Unlock()
@@ -325,6 +328,24 @@ func (s *Stream) push(r Response, force bool, now time.Duration) bool {
 		}
 	}
 	return true
+}
+
+// grow gives the full queue a larger array. A write that concerns every
+// watch of the stream queues one response each, and after an idle period
+// the transport hands back no array (see Drain): growing by doubling alone
+// would allocate and copy a dozen arrays for such a burst of 10,000. Once
+// the queue holds 64 responses, a burst is under way, and the array grows
+// straight to room for one response per watch, up to the queue's bound on
+// event data; a write that concerns a few watches of a large stream
+// allocates no more than before. Called with Hub.mu and qmu held.
+func (s *Stream) grow() {
+	n := max(2*cap(s.q), 16)
+	if len(s.q) >= 64 && len(s.q) < len(s.watchers) {
+		n = max(n, min(len(s.watchers)+16, s.opts.MaxQueueResponses+16))
+	}
+	q := make([]Response, len(s.q), n)
+	copy(q, s.q)
+	s.q = q
 }
 
 // queued reports the number of queued responses.

@@ -216,10 +216,12 @@ func putBuf(b []byte) {
 
 // writeChunk is the most writeLocked writes under one deadline: a peer
 // that reads anything at all keeps the connection alive, one that reads
-// nothing for the write timeout fails it, however large the buffer. (A
+// nothing for the write timeout fails it, however large the buffer. It
+// is larger than a corked flush (corkFlushSize and one message), so that
+// a flush is one write(2) and one deadline. (A
 // timed-out write cannot simply be resumed: after one, a TLS connection is
 // broken for good.)
-const writeChunk = 32 << 10
+const writeChunk = 128 << 10
 
 // writeLocked writes p to the network, each writeChunk with the write
 // deadline. On error the connection is closed, which also ends the

@@ -123,6 +123,20 @@ func (c *corkConn) writeEvents(head []byte, evs []*watchhub.Event, prevKV bool, 
 	return c.maybeFlushLocked()
 }
 
+// writeEvent sends one events message of one event: head
+// (appendEventsStart), the event's shared encoding ev, and the closing ]}.
+func (c *corkConn) writeEvent(head, ev []byte) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if err := c.startTextLocked(len(head) + len(ev) + 2); err != nil {
+		return err
+	}
+	c.buf = append(c.buf, head...)
+	c.buf = append(c.buf, ev...)
+	c.buf = appendEventsEnd(c.buf)
+	return c.maybeFlushLocked()
+}
+
 // startTextLocked appends the header of one text message of n bytes: a
 // single unmasked frame. The caller appends the n bytes.
 func (c *corkConn) startTextLocked(n int) error {

@@ -67,6 +67,7 @@ type socket struct {
 	// among them, kept only when Options.OnSend is set.
 	sent         int
 	oldestNotify time.Time
+	lastCounted  *watchhub.Event // the last event countSent looked at, in this batch
 }
 
 func newSocket(h *Handler, r *http.Request, conn *websocket.Conn, cork *corkConn, stream *watchhub.Stream) *socket {
@@ -328,7 +329,7 @@ func (s *socket) writeBatch(shrink bool) error {
 		err = err2
 	}
 	sent, oldest := s.sent, s.oldestNotify
-	s.sent, s.oldestNotify = 0, time.Time{}
+	s.sent, s.oldestNotify, s.lastCounted = 0, time.Time{}, nil
 	if err == nil && sent > 0 {
 		s.h.opts.OnSend(sent, oldest)
 	}
@@ -412,7 +413,7 @@ func (s *socket) writeEvents(r *watchhub.Response) error {
 		// The common case of a live write: one event, one message.
 		head := appendEventsStart(s.msg[:0], r.WatchID, r.Revision)
 		s.msg = head
-		return s.cork.writeEvents(head, evs, r.PrevKV, len(evs[0].JSON(r.PrevKV)))
+		return s.cork.writeEvent(head, evs[0].JSON(r.PrevKV))
 	}
 	limit := s.h.opts.MaxEventsMessage
 	for i := 0; i < len(evs); {
@@ -453,9 +454,15 @@ func (s *socket) writeEvents(r *watchhub.Response) error {
 }
 
 // countSent adds evs, about to be written, to the batch's OnSend figures.
+// A write that many watches of the socket match puts the same event in
+// each of their responses: its notify time is looked at once.
 func (s *socket) countSent(evs []*watchhub.Event) {
 	s.sent += len(evs)
 	for _, e := range evs {
+		if e == s.lastCounted {
+			continue
+		}
+		s.lastCounted = e
 		if n := e.Notified(); !n.IsZero() && (s.oldestNotify.IsZero() || n.Before(s.oldestNotify)) {
 			s.oldestNotify = n
 		}

@@ -103,22 +103,29 @@ func BenchmarkDeliver(b *testing.B) {
 		name             string
 		sockets, watches int
 		stream           watchhub.StreamOptions
+		onSend           bool
 	}{
 		// The handler's default queue: the larger of 8192 responses and
 		// MaxWatches (here the number of watches), of 8 MiB and 512 bytes
 		// a watch.
-		{"queue=default", 1, 100000, watchhub.StreamOptions{}},
-		{"queue=default", 10, 10000, watchhub.StreamOptions{}},
-		{"queue=default", 100, 1000, watchhub.StreamOptions{}},
+		{"queue=default", 1, 100000, watchhub.StreamOptions{}, false},
+		{"queue=default", 10, 10000, watchhub.StreamOptions{}, false},
+		{"queue=default", 100, 1000, watchhub.StreamOptions{}, false},
+		// With OnSend set, as the server sets it for its delivery metrics.
+		{"queue=default/onsend", 10, 10000, watchhub.StreamOptions{}, true},
 		// A queue that holds the whole write.
-		{"queue=large", 1, 100000, large},
-		{"queue=large", 100, 1000, large},
+		{"queue=large", 1, 100000, large, false},
+		{"queue=large", 100, 1000, large, false},
 		// The hub's default for one stream: most watches become victims.
-		{"queue=hub-default", 100, 1000, hubDefault},
+		{"queue=hub-default", 100, 1000, hubDefault, false},
 	} {
 		b.Run(fmt.Sprintf("%s/sockets=%d/watches=%d", tc.name, tc.sockets, tc.watches), func(b *testing.B) {
 			b.ReportAllocs()
-			ts := newTestServerWith(b, Options{Stream: tc.stream, MaxWatches: tc.watches}, watchhub.Options{}, kv.Options{})
+			opts := Options{Stream: tc.stream, MaxWatches: tc.watches}
+			if tc.onSend {
+				opts.OnSend = func(int, time.Time) {}
+			}
+			ts := newTestServerWith(b, opts, watchhub.Options{}, kv.Options{})
 			clients := make([]*rawClient, tc.sockets)
 			for s := range clients {
 				c := dialRaw(b, ts.url, 64<<10)

@@ -28,7 +28,7 @@ const corkFlushSize = 64 << 10
 // control frame always fits the library's empty 4 KiB buffer). The
 // socket's data messages do not go through the library: the write loop
 // appends each as one unmasked text frame (RFC 6455 section 5.2) with
-// writeText. The library's writer costs two channel-based locks and a
+// writeText, writeEvent or writeEvents. The library's writer costs two channel-based locks and a
 // flush per message, a third of the time of a write that fans out to
 // 100,000 watches; framing a text message is a few bytes of header.
 //
@@ -230,11 +230,10 @@ func putBuf(b []byte) {
 
 // writeChunk is the most writeLocked writes under one deadline: a peer
 // that reads anything at all keeps the connection alive, one that reads
-// nothing for the write timeout fails it, however large the buffer. It
-// is larger than a corked flush (corkFlushSize and one message), so that
-// a flush is one write(2) and one deadline. (A
+// nothing for the write timeout fails it, however large the buffer. (A
 // timed-out write cannot simply be resumed: after one, a TLS connection is
-// broken for good.)
+// broken for good.) It is larger than a corked flush (corkFlushSize and
+// one message), so that a flush is one write(2) under one deadline.
 const writeChunk = 128 << 10
 
 // writeLocked writes p to the network, each writeChunk with the write

@@ -211,13 +211,14 @@ func (s *Stream) Done() <-chan struct{} { return s.h.donec }
 // caller gets the queue's array and the queue keeps buf's for the next
 // responses, so a transport that drains into buf[:0] again and again
 // allocates nothing and an idle stream holds no more than the array its
-// transport handed back.
+// transport handed back. The caller clears the responses it used (clear
+// before reslicing to buf[:0]) so that the array it hands back holds no
+// events; Drain does not clear it again, which would cost a pass over the
+// whole array on every drain of a burst.
 func (s *Stream) Drain(buf []Response) []Response {
 	s.qmu.Lock()
 	if len(buf) == 0 {
-		spare := buf[:cap(buf)]
-		clear(spare)
-		buf, s.q = s.q, spare[:0]
+		buf, s.q = s.q, buf[:0]
 	} else {
 		buf = append(buf, s.q...)
 		clear(s.q)
@@ -308,10 +309,16 @@ func (s *Stream) push(r Response, force bool, now time.Duration) bool {
 			s.qEvents++
 		}
 		s.qBytes += r.size + responseOverhead
+		if len(s.q) == cap(s.q) {
+			s.grow()
+		}
 		s.q = append(s.q, r)
 	}
 	s.qmu.Unlock()
-	s.lastPush.Store(int64(now))
+	if s.lastPush.Load() != int64(now) {
+		// One notify pushes many responses at the same now: store once.
+		s.lastPush.Store(int64(now))
+	}
 	if wasEmpty {
 		// A non-empty queue has been signalled already, and Drain takes
 		// everything.
@@ -321,6 +328,24 @@ func (s *Stream) push(r Response, force bool, now time.Duration) bool {
 		}
 	}
 	return true
+}
+
+// grow gives the full queue a larger array. A write that concerns every
+// watch of the stream queues one response each, and after an idle period
+// the transport hands back no array (see Drain): growing by doubling alone
+// would allocate and copy a dozen arrays for such a burst of 10,000. Once
+// the queue holds 64 responses, a burst is under way, and the array grows
+// straight to room for one response per watch, up to the queue's bound on
+// event data; a write that concerns a few watches of a large stream
+// allocates no more than before. Called with Hub.mu and qmu held.
+func (s *Stream) grow() {
+	n := max(2*cap(s.q), 16)
+	if len(s.q) >= 64 && len(s.q) < len(s.watchers) {
+		n = max(n, min(len(s.watchers)+16, s.opts.MaxQueueResponses+16))
+	}
+	q := make([]Response, len(s.q), n)
+	copy(q, s.q)
+	s.q = q
 }
 
 // queued reports the number of queued responses.

@@ -10,6 +10,8 @@ import (
 	"os"
 	"sync"
 	"time"
+
+	"github.com/watchgate/watchgate/watchhub"
 )
 
 // corkFlushSize is how much a corked connection gathers before it writes
@@ -26,7 +28,7 @@ const corkFlushSize = 64 << 10
 // control frame always fits the library's empty 4 KiB buffer). The
 // socket's data messages do not go through the library: the write loop
 // appends each as one unmasked text frame (RFC 6455 section 5.2) with
-// writeText. The library's writer costs two channel-based locks and a
+// writeText, writeEvent or writeEvents. The library's writer costs two channel-based locks and a
 // flush per message, a third of the time of a write that fans out to
 // 100,000 watches; framing a text message is a few bytes of header.
 //
@@ -86,15 +88,58 @@ const opClose = 0x8
 
 // writeText sends msg as one text message: a single unmasked frame.
 func (c *corkConn) writeText(msg []byte) error {
-	return c.appendText(len(msg), func(dst []byte) []byte { return append(dst, msg...) })
-}
-
-// appendText sends one text message of n bytes, which fill appends to the
-// buffer it is given, so that a message made of shared parts is copied
-// once. fill must append exactly n bytes.
-func (c *corkConn) appendText(n int, fill func(dst []byte) []byte) error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	if err := c.startTextLocked(len(msg)); err != nil {
+		return err
+	}
+	c.buf = append(c.buf, msg...)
+	return c.maybeFlushLocked()
+}
+
+// writeEvents sends one events message: head (appendEventsStart), the
+// shared encodings of evs separated by commas, and the closing ]}. n is
+// the size of the events' encodings, commas included. The events are
+// copied once, from their shared encoding straight into the buffer.
+func (c *corkConn) writeEvents(head []byte, evs []*watchhub.Event, prevKV bool, n int) error {
+	n += len(head) + 2
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if err := c.startTextLocked(n); err != nil {
+		return err
+	}
+	start := len(c.buf)
+	c.buf = append(c.buf, head...)
+	for k, e := range evs {
+		if k > 0 {
+			c.buf = append(c.buf, ',')
+		}
+		c.buf = append(c.buf, e.JSON(prevKV)...)
+	}
+	c.buf = appendEventsEnd(c.buf)
+	if len(c.buf)-start != n {
+		panic(fmt.Sprintf("ws: message of %d bytes announced as %d", len(c.buf)-start, n))
+	}
+	return c.maybeFlushLocked()
+}
+
+// writeEvent sends one events message of one event: head
+// (appendEventsStart), the event's shared encoding ev, and the closing ]}.
+func (c *corkConn) writeEvent(head, ev []byte) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if err := c.startTextLocked(len(head) + len(ev) + 2); err != nil {
+		return err
+	}
+	c.buf = append(c.buf, head...)
+	c.buf = append(c.buf, ev...)
+	c.buf = appendEventsEnd(c.buf)
+	return c.maybeFlushLocked()
+}
+
+// startTextLocked appends the header of one text message of n bytes: a
+// single unmasked frame. The caller appends the n bytes.
+func (c *corkConn) startTextLocked(n int) error {
 	if c.err != nil {
 		return c.err
 	}
@@ -114,12 +159,7 @@ func (c *corkConn) appendText(n int, fill func(dst []byte) []byte) error {
 		c.buf = append(c.buf, finText, 127)
 		c.buf = binary.BigEndian.AppendUint64(c.buf, uint64(n))
 	}
-	start := len(c.buf)
-	c.buf = fill(c.buf)
-	if len(c.buf)-start != n {
-		panic(fmt.Sprintf("ws: message of %d bytes announced as %d", len(c.buf)-start, n))
-	}
-	return c.maybeFlushLocked()
+	return nil
 }
 
 // maybeFlushLocked writes the buffer unless corked with less than
@@ -192,7 +232,9 @@ func putBuf(b []byte) {
 // that reads anything at all keeps the connection alive, one that reads
 // nothing for the write timeout fails it, however large the buffer. (A
 // timed-out write cannot simply be resumed: after one, a TLS connection is
-// broken for good.)
+// broken for good.) A corked flush (corkFlushSize) is two chunks: one
+// write(2) and one deadline a flush would be cheaper, but a peer would then
+// have to read twice as much per write timeout to keep the connection.
 const writeChunk = 32 << 10
 
 // writeLocked writes p to the network, each writeChunk with the write

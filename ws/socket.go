@@ -67,6 +67,7 @@ type socket struct {
 	// among them, kept only when Options.OnSend is set.
 	sent         int
 	oldestNotify time.Time
+	lastCounted  *watchhub.Event // the last event countSent looked at, in this batch
 }
 
 func newSocket(h *Handler, r *http.Request, conn *websocket.Conn, cork *corkConn, stream *watchhub.Stream) *socket {
@@ -328,7 +329,7 @@ func (s *socket) writeBatch(shrink bool) error {
 		err = err2
 	}
 	sent, oldest := s.sent, s.oldestNotify
-	s.sent, s.oldestNotify = 0, time.Time{}
+	s.sent, s.oldestNotify, s.lastCounted = 0, time.Time{}, nil
 	if err == nil && sent > 0 {
 		s.h.opts.OnSend(sent, oldest)
 	}
@@ -408,6 +409,12 @@ func (s *socket) writeResponse(r *watchhub.Response) error {
 // others. A snapshot chunk's messages all carry the snapshot's revision.
 func (s *socket) writeEvents(r *watchhub.Response) error {
 	evs := r.Events
+	if len(evs) == 1 {
+		// The common case of a live write: one event, one message.
+		head := appendEventsStart(s.msg[:0], r.WatchID, r.Revision)
+		s.msg = head
+		return s.cork.writeEvent(head, evs[0].JSON(r.PrevKV))
+	}
 	limit := s.h.opts.MaxEventsMessage
 	for i := 0; i < len(evs); {
 		j, size := i, 0
@@ -434,22 +441,11 @@ func (s *socket) writeEvents(r *watchhub.Response) error {
 		if j < len(evs) && r.Kind == watchhub.KindEvents {
 			rev = evs[j-1].KV.ModRevision
 		}
-		// The events are copied once, from their shared encoding straight
-		// into the connection's buffer.
 		head := appendEventsStart(s.msg[:0], r.WatchID, rev)
 		s.msg = head
-		chunk, prevKV := evs[i:j], r.PrevKV
-		err := s.cork.appendText(len(head)+size-1+2, func(dst []byte) []byte {
-			dst = append(dst, head...)
-			for k, e := range chunk {
-				if k > 0 {
-					dst = append(dst, ',')
-				}
-				dst = append(dst, e.JSON(prevKV)...)
-			}
-			return appendEventsEnd(dst)
-		})
-		if err != nil {
+		// size counts a comma after every event; the message has one
+		// fewer.
+		if err := s.cork.writeEvents(head, evs[i:j], r.PrevKV, size-1); err != nil {
 			return err
 		}
 		i = j
@@ -458,9 +454,15 @@ func (s *socket) writeEvents(r *watchhub.Response) error {
 }
 
 // countSent adds evs, about to be written, to the batch's OnSend figures.
+// A write that many watches of the socket match puts the same event in
+// each of their responses: its notify time is looked at once.
 func (s *socket) countSent(evs []*watchhub.Event) {
 	s.sent += len(evs)
 	for _, e := range evs {
+		if e == s.lastCounted {
+			continue
+		}
+		s.lastCounted = e
 		if n := e.Notified(); !n.IsZero() && (s.oldestNotify.IsZero() || n.Before(s.oldestNotify)) {
 			s.oldestNotify = n
 		}

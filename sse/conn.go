@@ -10,19 +10,40 @@ import (
 
 // conn is one streaming response: it turns the hub stream's responses into
 // wire messages, one write and one flush per drained batch.
+//
+// The write deadline is armed lazily: the first flush after an idle time
+// arms it WriteTimeout ahead and the flushes that follow keep it while more
+// than half of it is left (over HTTP/2 each SetWriteDeadline is a message
+// to the connection's serve goroutine and a timer). The stream's one timer
+// clears it once half of it has gone by, so that it never expires on an
+// idle stream (over HTTP/2 an expired deadline resets the stream even when
+// nothing is being written), and sends the heartbeats.
 type conn struct {
-	h   *Handler
-	w   http.ResponseWriter
-	r   *http.Request
-	rc  *http.ResponseController
-	st  *watchhub.Stream
-	enc Encoder
+	h  *Handler
+	w  http.ResponseWriter
+	r  *http.Request
+	rc *http.ResponseController
+	// flusher is the innermost writer's FlushError, found once: the
+	// header is written, so the wrappers' Flush would add nothing.
+	flusher interface{ FlushError() error }
+	st      *watchhub.Stream
+	enc     Encoder
 	// startRev and startSub are where the stream starts: no event before
 	// them is sent, and no bookmark that would move the client back.
 	startRev int64
 	startSub int32
 
 	resps []watchhub.Response
+
+	// deadline is the armed write deadline, zero when none is.
+	deadline time.Time
+	// lastWrite is when the last flush began, for heartbeats.
+	lastWrite time.Time
+	// timer fires at timerAt (zero when it is stopped or has fired) for
+	// the next heartbeat or the clearing of the deadline; nil until the
+	// stream first needs it.
+	timer   *time.Timer
+	timerAt time.Time
 
 	// Change events encoded since the last flush and the earliest notify
 	// time among them, kept only when Options.OnSend is set.
@@ -36,43 +57,121 @@ func (c *conn) run() {
 	// A server's ReadTimeout would otherwise cut a long stream: the
 	// request has been read, what follows is the client's silence.
 	_ = c.rc.SetReadDeadline(time.Time{})
+	c.flusher = flusherOf(c.w)
 	c.enc.WriteRetry(jitterRetry(c.h.opts.RetryMin, c.h.opts.RetryMax))
-	if !c.flush() {
+	// The header goes now, with the retry line if any (an NDJSON stream
+	// has none): the client knows its watch is registered.
+	if !c.flush(true) {
 		return
 	}
-	var heartbeat <-chan time.Time
-	var hbTimer *time.Timer
-	if c.enc.Format == FormatSSE && c.h.opts.Heartbeat > 0 {
-		hbTimer = time.NewTimer(c.h.opts.Heartbeat)
-		defer hbTimer.Stop()
-		heartbeat = hbTimer.C
+	defer func() {
+		if c.timer != nil {
+			c.timer.Stop()
+		}
+	}()
+	for c.wait() {
 	}
+}
+
+// wait waits for the next thing to do, does it, and reports whether the
+// stream goes on.
+func (c *conn) wait() bool {
+	var tick <-chan time.Time
+	if c.timer != nil {
+		tick = c.timer.C
+	}
+	last := false
+	select {
+	case <-c.st.Ready():
+	case <-c.st.Done():
+		// The hub closed: send what it queued before, then end so the
+		// client reconnects.
+		last = true
+	case <-c.r.Context().Done():
+		return false
+	case <-c.h.done:
+		return false
+	case now := <-tick:
+		c.timerAt = time.Time{}
+		if !c.tick(now) {
+			return true
+		}
+	}
+	c.resps = c.st.Drain(c.resps[:0])
+	end := c.encode()
+	clear(c.resps) // drop the events for the garbage collector
+	return c.flush(false) && !end && !last
+}
+
+// tick is the timer's work: it clears a deadline that has run half its
+// time (a flush since would have re-armed it) and writes a heartbeat when
+// the stream has been silent for Options.Heartbeat, which it reports;
+// otherwise it sets the timer again.
+func (c *conn) tick(now time.Time) (heartbeat bool) {
+	if !c.deadline.IsZero() && !now.Before(c.deadline.Add(-c.h.opts.WriteTimeout/2)) {
+		_ = c.rc.SetWriteDeadline(time.Time{})
+		c.deadline = time.Time{}
+	}
+	if hb := c.heartbeat(); hb > 0 && now.Sub(c.lastWrite) >= hb {
+		c.enc.WriteComment("heartbeat")
+		return true
+	}
+	c.schedule()
+	return false
+}
+
+// heartbeat is the stream's heartbeat interval, 0 for none.
+func (c *conn) heartbeat() time.Duration {
+	if c.enc.Format != FormatSSE {
+		return 0
+	}
+	return c.h.opts.Heartbeat
+}
+
+// schedule sets the timer for the earliest of the next heartbeat and the
+// clearing of the deadline, unless it is set to fire before.
+func (c *conn) schedule() {
+	var at time.Time
+	if hb := c.heartbeat(); hb > 0 {
+		at = c.lastWrite.Add(hb)
+	}
+	if !c.deadline.IsZero() {
+		if clr := c.deadline.Add(-c.h.opts.WriteTimeout / 2); at.IsZero() || clr.Before(at) {
+			at = clr
+		}
+	}
+	if at.IsZero() || (!c.timerAt.IsZero() && !at.Before(c.timerAt)) {
+		return
+	}
+	c.timerAt = at
+	d := time.Until(at)
+	if c.timer == nil {
+		c.timer = time.NewTimer(d)
+		return
+	}
+	c.timer.Reset(d)
+}
+
+// flusherOf finds the writer beneath w's wrappers that flushes with an
+// error, as http.ResponseController does.
+func flusherOf(w http.ResponseWriter) interface{ FlushError() error } {
 	for {
-		last := false
-		select {
-		case <-c.st.Ready():
-		case <-c.st.Done():
-			// The hub closed: send what it queued before, then end so the
-			// client reconnects.
-			last = true
-		case <-c.r.Context().Done():
-			return
-		case <-c.h.done:
-			return
-		case <-heartbeat:
-			c.enc.WriteComment("heartbeat")
-		}
-		c.resps = c.st.Drain(c.resps[:0])
-		end := c.encode()
-		clear(c.resps) // drop the events for the garbage collector
-		if !c.flush() || end || last {
-			return
-		}
-		if hbTimer != nil {
-			hbTimer.Reset(c.h.opts.Heartbeat)
+		switch t := w.(type) {
+		case interface{ FlushError() error }:
+			return t
+		case interface{ Unwrap() http.ResponseWriter }:
+			w = t.Unwrap()
+		default:
+			return rcFlusher{http.NewResponseController(w)}
 		}
 	}
 }
+
+// rcFlusher flushes through a ResponseController (a writer that only
+// implements http.Flusher, or none).
+type rcFlusher struct{ rc *http.ResponseController }
+
+func (f rcFlusher) FlushError() error { return f.rc.Flush() }
 
 // encode appends the drained responses to the encoder and reports whether
 // the stream must end after them.
@@ -157,19 +256,25 @@ func (c *conn) writeError(err error) {
 }
 
 // flush sends the encoded batch with one write and one flush, under the
-// write deadline, and reports whether the client took it.
-func (c *conn) flush() bool {
-	if c.enc.Len() == 0 {
+// write deadline, and reports whether the client took it. With force it
+// flushes even an empty batch (the response header).
+func (c *conn) flush(force bool) bool {
+	if c.enc.Len() == 0 && !force {
 		return true
 	}
-	_ = c.rc.SetWriteDeadline(time.Now().Add(c.h.opts.WriteTimeout))
-	_, err := c.w.Write(c.enc.Bytes())
-	if err == nil {
-		err = c.rc.Flush()
+	now := time.Now()
+	if wt := c.h.opts.WriteTimeout; c.deadline.IsZero() || c.deadline.Sub(now) < wt/2 {
+		c.deadline = now.Add(wt)
+		_ = c.rc.SetWriteDeadline(c.deadline)
 	}
-	// Clear the deadline: over HTTP/2 an expired deadline resets the
-	// stream even while nothing is being written.
-	_ = c.rc.SetWriteDeadline(time.Time{})
+	c.lastWrite = now
+	var err error
+	if c.enc.Len() > 0 {
+		_, err = c.w.Write(c.enc.Bytes())
+	}
+	if err == nil {
+		err = c.flusher.FlushError()
+	}
 	c.enc.Reset()
 	sent, oldest := c.sent, c.oldestNotify
 	c.sent, c.oldestNotify = 0, time.Time{}
@@ -177,6 +282,7 @@ func (c *conn) flush() bool {
 		c.h.log.Debug().Err(err).Str("path", c.r.URL.EscapedPath()).Msg("watch stream write failed")
 		return false
 	}
+	c.schedule()
 	if sent > 0 {
 		c.h.opts.OnSend(sent, oldest)
 	}

@@ -45,6 +45,10 @@ type Options struct {
 	RetryMin, RetryMax time.Duration
 	// WriteTimeout bounds each write and flush to a client (default 10s).
 	// A client that takes longer is cut off and resumes with its last id.
+	// The deadline is armed WriteTimeout ahead and kept by the writes that
+	// follow while more than half of it is left, so a write that blocks is
+	// cut after between WriteTimeout/2 and WriteTimeout; an idle stream has
+	// none.
 	WriteTimeout time.Duration
 	// Stream bounds each stream's queue in the hub (watchhub defaults);
 	// its ProgressInterval is set from the request.
@@ -206,10 +210,16 @@ func (h *Handler) Serve(w http.ResponseWriter, r *http.Request, req Request) {
 
 	_, compact := h.revs.Revisions()
 	hd := w.Header()
-	hd.Set("Content-Type", req.Format.ContentType())
-	hd.Set("Cache-Control", "no-cache")
-	hd.Set("X-Accel-Buffering", "no")
-	hd.Set("X-Content-Type-Options", "nosniff")
+	// The fixed values are shared by every stream (net/http copies the
+	// header when it writes it, and only reads it afterwards).
+	if req.Format == FormatNDJSON {
+		hd["Content-Type"] = ndjsonContentType
+	} else {
+		hd["Content-Type"] = sseContentType
+	}
+	hd["Cache-Control"] = noCache
+	hd["X-Accel-Buffering"] = no
+	hd["X-Content-Type-Options"] = nosniff
 	setRevisionHeaders(hd, created, compact)
 	w.WriteHeader(http.StatusOK)
 
@@ -223,9 +233,26 @@ func (h *Handler) Serve(w http.ResponseWriter, r *http.Request, req Request) {
 	c.run()
 }
 
+// Header values of every stream.
+var (
+	sseContentType    = []string{FormatSSE.ContentType()}
+	ndjsonContentType = []string{FormatNDJSON.ContentType()}
+	noCache           = []string{"no-cache"}
+	no                = []string{"no"}
+	nosniff           = []string{"nosniff"}
+)
+
+// setRevisionHeaders sets X-Revision and X-Compact-Revision, both values
+// in one allocation.
 func setRevisionHeaders(h http.Header, rev, compact int64) {
-	h.Set("X-Revision", strconv.FormatInt(rev, 10))
-	h.Set("X-Compact-Revision", strconv.FormatInt(compact, 10))
+	var buf [40]byte
+	b := strconv.AppendInt(buf[:0], rev, 10)
+	n := len(b)
+	b = strconv.AppendInt(b, compact, 10)
+	s := string(b)
+	v := []string{s[:n], s[n:]}
+	h["X-Revision"] = v[0:1:1]
+	h["X-Compact-Revision"] = v[1:2:2]
 }
 
 // writeError answers err before streaming.

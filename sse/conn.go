@@ -3,6 +3,7 @@ package sse
 import (
 	"errors"
 	"net/http"
+	"sync"
 	"time"
 
 	"github.com/watchgate/watchgate/watchhub"
@@ -34,6 +35,8 @@ type conn struct {
 	startSub int32
 
 	resps []watchhub.Response
+	// bp holds enc's buffer while it comes from bufPool, nil otherwise.
+	bp *[]byte
 
 	// deadline is the armed write deadline, zero when none is.
 	deadline time.Time
@@ -98,6 +101,9 @@ func (c *conn) wait() bool {
 		}
 	}
 	c.resps = c.st.Drain(c.resps[:0])
+	if len(c.resps) > 0 {
+		c.takeBuf()
+	}
 	end := c.encode()
 	clear(c.resps) // drop the events for the garbage collector
 	return c.flush(false) && !end && !last
@@ -275,7 +281,7 @@ func (c *conn) flush(force bool) bool {
 	if err == nil {
 		err = c.flusher.FlushError()
 	}
-	c.enc.Reset()
+	c.releaseBuf(err == nil)
 	sent, oldest := c.sent, c.oldestNotify
 	c.sent, c.oldestNotify = 0, time.Time{}
 	if err != nil {
@@ -287,4 +293,46 @@ func (c *conn) flush(force bool) bool {
 		c.h.opts.OnSend(sent, oldest)
 	}
 	return true
+}
+
+// bufPool holds the encoding buffers of streams between batches, as
+// *[]byte: an idle stream holds none, and a busy one reuses a buffer that
+// has already grown to a batch rather than growing its own.
+var bufPool sync.Pool
+
+// maxPooledBuf is the largest buffer put back in bufPool (a batch is at
+// most about the hub stream's MaxQueueBytes).
+const maxPooledBuf = 1 << 20
+
+// takeBuf gives the encoder a pooled buffer for a batch, keeping what it
+// holds already (a heartbeat).
+func (c *conn) takeBuf() {
+	if c.bp != nil {
+		return
+	}
+	c.bp, _ = bufPool.Get().(*[]byte)
+	if c.bp == nil {
+		c.bp = new([]byte)
+	}
+	c.enc.buf = append((*c.bp)[:0], c.enc.buf...)
+}
+
+// releaseBuf empties the encoder after a flush and, when the flush
+// succeeded (the bytes have been copied to the connection's writer, or
+// written), puts its buffer back in the pool. After a failed one the
+// buffer is dropped: over HTTP/2 a frame of a stream being reset may
+// still be on its way out from it.
+func (c *conn) releaseBuf(flushed bool) {
+	if c.bp == nil {
+		// A small buffer of its own (the retry line, a heartbeat, a
+		// bookmark): dropped, so that an idle stream holds nothing.
+		c.enc.buf = nil
+		return
+	}
+	if flushed && cap(c.enc.buf) <= maxPooledBuf {
+		*c.bp = c.enc.buf[:0]
+		bufPool.Put(c.bp)
+	}
+	c.bp = nil
+	c.enc.buf = nil
 }

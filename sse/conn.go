@@ -42,11 +42,18 @@ type conn struct {
 	deadline time.Time
 	// lastWrite is when the last flush began, for heartbeats.
 	lastWrite time.Time
-	// timer fires at timerAt (zero when it is stopped or has fired) for
-	// the next heartbeat or the clearing of the deadline; nil until the
-	// stream first needs it.
+	// timer wakes the stream at timerAt (zero when none is due) for the
+	// next heartbeat or the clearing of the deadline; nil until the
+	// stream first needs it. It runs kick rather than sending on a
+	// channel of its own, so the stream waits on one channel less.
 	timer   *time.Timer
 	timerAt time.Time
+	// wake is kicked by the timer and by Shutdown.
+	wake chan struct{}
+	// ctxDone is the request's context's Done.
+	ctxDone <-chan struct{}
+	// prev and next link the Handler's streams, under Handler.mu.
+	prev, next *conn
 
 	// Change events encoded since the last flush and the earliest notify
 	// time among them, kept only when Options.OnSend is set.
@@ -61,6 +68,7 @@ func (c *conn) run() {
 	// request has been read, what follows is the client's silence.
 	_ = c.rc.SetReadDeadline(time.Time{})
 	c.flusher = flusherOf(c.w)
+	c.ctxDone = c.r.Context().Done()
 	c.enc.WriteRetry(jitterRetry(c.h.opts.RetryMin, c.h.opts.RetryMax))
 	// The header goes now, with the retry line if any (an NDJSON stream
 	// has none): the client knows its watch is registered.
@@ -79,10 +87,6 @@ func (c *conn) run() {
 // wait waits for the next thing to do, does it, and reports whether the
 // stream goes on.
 func (c *conn) wait() bool {
-	var tick <-chan time.Time
-	if c.timer != nil {
-		tick = c.timer.C
-	}
 	last := false
 	select {
 	case <-c.st.Ready():
@@ -90,11 +94,18 @@ func (c *conn) wait() bool {
 		// The hub closed: send what it queued before, then end so the
 		// client reconnects.
 		last = true
-	case <-c.r.Context().Done():
+	case <-c.ctxDone:
 		return false
-	case <-c.h.done:
-		return false
-	case now := <-tick:
+	case <-c.wake:
+		select {
+		case <-c.h.done:
+			return false
+		default:
+		}
+		now := time.Now()
+		if c.timerAt.IsZero() || now.Before(c.timerAt) {
+			return true // a timer reset since it fired
+		}
 		c.timerAt = time.Time{}
 		if !c.tick(now) {
 			return true
@@ -152,10 +163,18 @@ func (c *conn) schedule() {
 	c.timerAt = at
 	d := time.Until(at)
 	if c.timer == nil {
-		c.timer = time.NewTimer(d)
+		c.timer = time.AfterFunc(d, c.kick)
 		return
 	}
 	c.timer.Reset(d)
+}
+
+// kick wakes the stream's goroutine; it may be called from any goroutine.
+func (c *conn) kick() {
+	select {
+	case c.wake <- struct{}{}:
+	default:
+	}
 }
 
 // flusherOf finds the writer beneath w's wrappers that flushes with an

@@ -122,6 +122,10 @@ type Handler struct {
 	done     chan struct{} // closed by Shutdown
 	shutOnce sync.Once
 	active   atomic.Int64
+
+	// conns lists the streams being served, for Shutdown to wake them.
+	mu    sync.Mutex
+	conns *conn
 }
 
 var _ http.Handler = (*Handler)(nil)
@@ -143,7 +147,14 @@ func NewHandler(hub *watchhub.Hub, revs RevisionSource, opts Options) *Handler {
 // returns at once; http.Server.Shutdown waits for the handlers to return.
 // It suits http.Server.RegisterOnShutdown and is idempotent.
 func (h *Handler) Shutdown() {
-	h.shutOnce.Do(func() { close(h.done) })
+	h.shutOnce.Do(func() {
+		close(h.done)
+		h.mu.Lock()
+		for c := h.conns; c != nil; c = c.next {
+			c.kick()
+		}
+		h.mu.Unlock()
+	})
 }
 
 // Streams is the number of streams being served, for GET /v1/status.
@@ -225,12 +236,48 @@ func (h *Handler) Serve(w http.ResponseWriter, r *http.Request, req Request) {
 
 	h.active.Add(1)
 	defer h.active.Add(-1)
-	c := &conn{
+	c := &conn{wake: make(chan struct{}, 1),
 		h: h, w: w, r: r, rc: http.NewResponseController(w), st: st,
 		enc:      Encoder{Format: req.Format, PrevKV: req.PrevKV},
 		startRev: startRev, startSub: startSub,
 	}
+	if !h.add(c) {
+		return
+	}
+	defer h.remove(c)
 	c.run()
+}
+
+// add lists c for Shutdown, unless Shutdown has begun.
+func (h *Handler) add(c *conn) bool {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	select {
+	case <-h.done:
+		return false
+	default:
+	}
+	c.next = h.conns
+	if h.conns != nil {
+		h.conns.prev = c
+	}
+	h.conns = c
+	return true
+}
+
+// remove takes c off the list.
+func (h *Handler) remove(c *conn) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if c.prev != nil {
+		c.prev.next = c.next
+	} else {
+		h.conns = c.next
+	}
+	if c.next != nil {
+		c.next.prev = c.prev
+	}
+	c.prev, c.next = nil, nil
 }
 
 // Header values of every stream.

@@ -15,6 +15,7 @@ import (
 	"runtime/pprof"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -86,7 +87,7 @@ func BenchmarkStreamMemory(b *testing.B) {
 // memWriteTimeout is the streams' write timeout: the figures are taken
 // once the write deadline of the first flush has been cleared, as on a
 // stream that has been idle for WriteTimeout/2.
-const memWriteTimeout = 500 * time.Millisecond
+const memWriteTimeout = 2 * time.Second
 
 // floorHandler is the least a streaming handler does.
 func floorHandler(w http.ResponseWriter, r *http.Request) {
@@ -114,11 +115,7 @@ func memHub(tb testing.TB) (*kv.Store, *watchhub.Hub) {
 // measureStreams serves h, opens n streams on one connection and returns
 // the server's heap bytes, stack bytes and goroutines per open stream.
 func measureStreams(tb testing.TB, h http.Handler, n int, name string) (heap, stack, goroutines float64) {
-	srv := httptest.NewUnstartedServer(h)
-	srv.Config.Protocols = new(http.Protocols)
-	srv.Config.Protocols.SetUnencryptedHTTP2(true)
-	srv.Config.HTTP2 = &http.HTTP2Config{MaxConcurrentStreams: n + 1}
-	srv.Start()
+	srv := newH2Server(h, n+1)
 	defer srv.Close()
 
 	c, err := dialH2(srv.Listener.Addr().String())
@@ -155,6 +152,17 @@ func measureStreams(tb testing.TB, h http.Handler, n int, name string) (heap, st
 		float64(after.goroutines-before.goroutines) / k
 }
 
+// newH2Server starts h on loopback, cleartext HTTP/2 with up to
+// maxStreams streams a connection.
+func newH2Server(h http.Handler, maxStreams int) *httptest.Server {
+	srv := httptest.NewUnstartedServer(h)
+	srv.Config.Protocols = new(http.Protocols)
+	srv.Config.Protocols.SetUnencryptedHTTP2(true)
+	srv.Config.HTTP2 = &http.HTTP2Config{MaxConcurrentStreams: maxStreams}
+	srv.Start()
+	return srv
+}
+
 type memFigures struct{ heap, stack, goroutines int64 }
 
 // memSample collects garbage until the stacks have shrunk (each cycle
@@ -189,6 +197,11 @@ type h2Conn struct {
 	opened int
 	err    error
 	done   chan struct{}
+	// data counts the DATA frames with a payload; ndata is signalled
+	// each time it reaches dataWant.
+	data     atomic.Int64
+	dataWant atomic.Int64
+	ndata    chan struct{}
 }
 
 func dialH2(addr string) (*h2Conn, error) {
@@ -196,7 +209,8 @@ func dialH2(addr string) (*h2Conn, error) {
 	if err != nil {
 		return nil, err
 	}
-	c := &h2Conn{nc: nc, fw: http2.NewFramer(nc, nil), done: make(chan struct{})}
+	c := &h2Conn{nc: nc, fw: http2.NewFramer(nc, nil), done: make(chan struct{}), ndata: make(chan struct{}, 1)}
+	c.dataWant.Store(-1)
 	c.cond = sync.NewCond(&c.mu)
 	c.enc = hpack.NewEncoder(&c.hb)
 	if _, err := io.WriteString(nc, http2.ClientPreface); err != nil {
@@ -263,6 +277,9 @@ func (c *h2Conn) read() {
 			status = f.Value
 		}
 	})
+	// Received bytes not yet given back to the windows.
+	unread := map[uint32]int{}
+	connUnread := 0
 	for {
 		f, err := fr.ReadFrame()
 		if err != nil {
@@ -270,6 +287,25 @@ func (c *h2Conn) read() {
 			return
 		}
 		switch f := f.(type) {
+		case *http2.DataFrame:
+			if len(f.Data()) > 0 && c.data.Add(1) == c.dataWant.Load() {
+				c.ndata <- struct{}{}
+			}
+			n := int(f.Header().Length)
+			unread[f.StreamID] += n
+			connUnread += n
+			if u := unread[f.StreamID]; u >= 1<<19 {
+				unread[f.StreamID] = 0
+				c.wmu.Lock()
+				_ = c.fw.WriteWindowUpdate(f.StreamID, uint32(u))
+				c.wmu.Unlock()
+			}
+			if connUnread >= 1<<20 {
+				c.wmu.Lock()
+				_ = c.fw.WriteWindowUpdate(0, uint32(connUnread))
+				c.wmu.Unlock()
+				connUnread = 0
+			}
 		case *http2.SettingsFrame:
 			if !f.IsAck() {
 				c.wmu.Lock()

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"net/http"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/watchgate/watchgate/watchhub"
@@ -12,13 +13,15 @@ import (
 // conn is one streaming response: it turns the hub stream's responses into
 // wire messages, one write and one flush per drained batch.
 //
-// The write deadline is armed lazily: the first flush after an idle time
-// arms it WriteTimeout ahead and the flushes that follow keep it while more
-// than half of it is left (over HTTP/2 each SetWriteDeadline is a message
-// to the connection's serve goroutine and a timer). The stream's one timer
-// clears it once half of it has gone by, so that it never expires on an
-// idle stream (over HTTP/2 an expired deadline resets the stream even when
-// nothing is being written), and sends the heartbeats.
+// The write timeout is kept by a watchdog rather than a write deadline
+// (over HTTP/2 each SetWriteDeadline is a message to the connection's
+// serve goroutine and a timer, twice a flush, and a deadline left armed on
+// an idle stream would reset it): each flush records when it began, and
+// the stream's one timer, which also sends the heartbeats, fires no later
+// than WriteTimeout after the start of a flush in progress. A flush found
+// still going after WriteTimeout is cut as an expired deadline would cut
+// it (SetWriteDeadline in the past): over HTTP/2 the stream is reset, over
+// HTTP/1.1 the connection is closed, and the client resumes.
 type conn struct {
 	h  *Handler
 	w  http.ResponseWriter
@@ -38,16 +41,22 @@ type conn struct {
 	// bp holds enc's buffer while it comes from bufPool, nil otherwise.
 	bp *[]byte
 
-	// deadline is the armed write deadline, zero when none is.
-	deadline time.Time
-	// lastWrite is when the last flush began, for heartbeats.
-	lastWrite time.Time
-	// timer wakes the stream at timerAt (zero when none is due) for the
-	// next heartbeat or the clearing of the deadline; nil until the
-	// stream first needs it. It runs kick rather than sending on a
-	// channel of its own, so the stream waits on one channel less.
-	timer   *time.Timer
-	timerAt time.Time
+	// lastWrite is when the last flush began (monotonic nanoseconds),
+	// for heartbeats.
+	lastWrite int64
+	// timerAt is when the timer fires next (monotonic nanoseconds), 0
+	// when it is not set.
+	timerAt atomic.Int64
+	// mu orders the timer's goroutine (onTimer) with the stream's: the
+	// timer's creation, the start and end of each flush and the end of
+	// the handler, after which the response must not be touched.
+	mu sync.Mutex
+	// timer runs onTimer; nil until the first flush.
+	timer *time.Timer
+	// flushing is when the flush in progress began, 0 when none is.
+	flushing int64
+	// ended is set when the handler returns.
+	ended bool
 	// wake is kicked by the timer and by Shutdown.
 	wake chan struct{}
 	// ctxDone is the request's context's Done.
@@ -61,25 +70,38 @@ type conn struct {
 	oldestNotify time.Time
 }
 
+// monoBase is the origin of the monotonic times of conn.
+var monoBase = time.Now()
+
+// monoNow is the monotonic time in nanoseconds since monoBase.
+func monoNow() int64 { return int64(time.Since(monoBase)) }
+
 // run streams until the watch ends, the client goes, the hub closes or
 // the handler shuts down.
 func (c *conn) run() {
 	// A server's ReadTimeout would otherwise cut a long stream: the
-	// request has been read, what follows is the client's silence.
-	_ = c.rc.SetReadDeadline(time.Time{})
+	// request has been read, what follows is the client's silence. (Over
+	// HTTP/2 clearing it is a message to the connection's goroutine: not
+	// when the server has none.)
+	if srv, _ := c.r.Context().Value(http.ServerContextKey).(*http.Server); srv == nil || srv.ReadTimeout > 0 {
+		_ = c.rc.SetReadDeadline(time.Time{})
+	}
 	c.flusher = flusherOf(c.w)
 	c.ctxDone = c.r.Context().Done()
+	defer func() {
+		c.mu.Lock()
+		c.ended = true
+		c.mu.Unlock()
+		if c.timer != nil {
+			c.timer.Stop()
+		}
+	}()
 	c.enc.WriteRetry(jitterRetry(c.h.opts.RetryMin, c.h.opts.RetryMax))
 	// The header goes now, with the retry line if any (an NDJSON stream
 	// has none): the client knows its watch is registered.
 	if !c.flush(true) {
 		return
 	}
-	defer func() {
-		if c.timer != nil {
-			c.timer.Stop()
-		}
-	}()
 	for c.wait() {
 	}
 }
@@ -102,11 +124,11 @@ func (c *conn) wait() bool {
 			return false
 		default:
 		}
-		now := time.Now()
-		if c.timerAt.IsZero() || now.Before(c.timerAt) {
-			return true // a timer reset since it fired
+		now := monoNow()
+		if at := c.timerAt.Load(); at == 0 || now < at {
+			return true // the timer has been set again since it fired
 		}
-		c.timerAt = time.Time{}
+		c.timerAt.Store(0)
 		if !c.tick(now) {
 			return true
 		}
@@ -120,16 +142,11 @@ func (c *conn) wait() bool {
 	return c.flush(false) && !end && !last
 }
 
-// tick is the timer's work: it clears a deadline that has run half its
-// time (a flush since would have re-armed it) and writes a heartbeat when
-// the stream has been silent for Options.Heartbeat, which it reports;
-// otherwise it sets the timer again.
-func (c *conn) tick(now time.Time) (heartbeat bool) {
-	if !c.deadline.IsZero() && !now.Before(c.deadline.Add(-c.h.opts.WriteTimeout/2)) {
-		_ = c.rc.SetWriteDeadline(time.Time{})
-		c.deadline = time.Time{}
-	}
-	if hb := c.heartbeat(); hb > 0 && now.Sub(c.lastWrite) >= hb {
+// tick is the timer's work on the stream's goroutine: it writes a
+// heartbeat when the stream has been silent for Options.Heartbeat, which
+// it reports; otherwise it sets the timer for the next one.
+func (c *conn) tick(now int64) (heartbeat bool) {
+	if hb := c.heartbeat(); hb > 0 && now-c.lastWrite >= int64(hb) {
 		c.enc.WriteComment("heartbeat")
 		return true
 	}
@@ -145,28 +162,54 @@ func (c *conn) heartbeat() time.Duration {
 	return c.h.opts.Heartbeat
 }
 
-// schedule sets the timer for the earliest of the next heartbeat and the
-// clearing of the deadline, unless it is set to fire before.
+// schedule sets the timer for the next heartbeat, unless it is set to
+// fire before.
 func (c *conn) schedule() {
-	var at time.Time
-	if hb := c.heartbeat(); hb > 0 {
-		at = c.lastWrite.Add(hb)
-	}
-	if !c.deadline.IsZero() {
-		if clr := c.deadline.Add(-c.h.opts.WriteTimeout / 2); at.IsZero() || clr.Before(at) {
-			at = clr
-		}
-	}
-	if at.IsZero() || (!c.timerAt.IsZero() && !at.Before(c.timerAt)) {
+	hb := c.heartbeat()
+	if hb <= 0 {
 		return
 	}
-	c.timerAt = at
-	d := time.Until(at)
+	at := c.lastWrite + int64(hb)
+	if cur := c.timerAt.Load(); cur != 0 && cur <= at {
+		return
+	}
+	c.setTimer(at, monoNow())
+}
+
+// setTimer makes the timer fire at at.
+func (c *conn) setTimer(at, now int64) {
+	c.timerAt.Store(at)
+	d := time.Duration(at - now)
+	c.mu.Lock()
+	defer c.mu.Unlock()
 	if c.timer == nil {
-		c.timer = time.AfterFunc(d, c.kick)
+		c.timer = time.AfterFunc(d, c.onTimer)
 		return
 	}
 	c.timer.Reset(d)
+}
+
+// onTimer runs on the timer's own goroutine. With a flush in progress it
+// is the watchdog: it cuts the stream when the flush began WriteTimeout
+// ago or more, and otherwise fires again when it will have. Otherwise it
+// wakes the stream's goroutine, for a heartbeat.
+func (c *conn) onTimer() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	switch {
+	case c.ended:
+	case c.flushing != 0:
+		now, wt := monoNow(), int64(c.h.opts.WriteTimeout)
+		if now-c.flushing >= wt {
+			// As an expired write deadline: the write in progress fails.
+			_ = c.rc.SetWriteDeadline(time.Now().Add(-time.Second))
+			return
+		}
+		c.timerAt.Store(c.flushing + wt)
+		c.timer.Reset(time.Duration(c.flushing + wt - now))
+	default:
+		c.kick()
+	}
 }
 
 // kick wakes the stream's goroutine; it may be called from any goroutine.
@@ -281,16 +324,20 @@ func (c *conn) writeError(err error) {
 }
 
 // flush sends the encoded batch with one write and one flush, under the
-// write deadline, and reports whether the client took it. With force it
-// flushes even an empty batch (the response header).
+// watchdog, and reports whether the client took it. With force it flushes
+// even an empty batch (the response header).
 func (c *conn) flush(force bool) bool {
 	if c.enc.Len() == 0 && !force {
 		return true
 	}
-	now := time.Now()
-	if wt := c.h.opts.WriteTimeout; c.deadline.IsZero() || c.deadline.Sub(now) < wt/2 {
-		c.deadline = now.Add(wt)
-		_ = c.rc.SetWriteDeadline(c.deadline)
+	now := monoNow()
+	c.mu.Lock()
+	c.flushing = now
+	c.mu.Unlock()
+	// The timer must fire by WriteTimeout from now: it does unless it is
+	// not set, has fired already, or is set for later.
+	if at, wt := c.timerAt.Load(), int64(c.h.opts.WriteTimeout); at <= now || at > now+wt {
+		c.setTimer(now+wt, now)
 	}
 	c.lastWrite = now
 	var err error
@@ -300,6 +347,9 @@ func (c *conn) flush(force bool) bool {
 	if err == nil {
 		err = c.flusher.FlushError()
 	}
+	c.mu.Lock()
+	c.flushing = 0
+	c.mu.Unlock()
 	c.releaseBuf(err == nil)
 	sent, oldest := c.sent, c.oldestNotify
 	c.sent, c.oldestNotify = 0, time.Time{}

@@ -45,10 +45,10 @@ type Options struct {
 	RetryMin, RetryMax time.Duration
 	// WriteTimeout bounds each write and flush to a client (default 10s).
 	// A client that takes longer is cut off and resumes with its last id.
-	// The deadline is armed WriteTimeout ahead and kept by the writes that
-	// follow while more than half of it is left, so a write that blocks is
-	// cut after between WriteTimeout/2 and WriteTimeout; an idle stream has
-	// none.
+	// The stream's timer checks a write in progress WriteTimeout after it
+	// began and cuts it as an expired write deadline would (over HTTP/2
+	// the stream is reset, over HTTP/1.1 the connection closed); an idle
+	// stream has nothing armed.
 	WriteTimeout time.Duration
 	// Stream bounds each stream's queue in the hub (watchhub defaults);
 	// its ProgressInterval is set from the request.
@@ -104,7 +104,7 @@ func (o *Options) setDefaults() {
 // Each request opens one hub stream with one watch and is served by the
 // request's own goroutine: it waits for the hub's responses, encodes every
 // response it drains in one buffer, and sends it with one write and one
-// flush under a write deadline.
+// flush under the write timeout.
 //
 // Before streaming, errors are answered with a status (Options.WriteError);
 // after, with an error event that ends the stream. A compacted start ends

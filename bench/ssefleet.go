@@ -82,32 +82,41 @@ func (f *sseFleet) add(ctx context.Context, specs []watchSpec) error {
 		opens = append(opens, open{c, s})
 	}
 	f.mu.Unlock()
-	// The requests go out in batches, one flush each.
-	byConn := map[*sseConn][]*sseStream{}
-	for _, o := range opens {
-		byConn[o.c] = append(byConn[o.c], o.s)
-	}
-	for c, ss := range byConn {
-		if err := c.open(ss); err != nil {
-			return err
-		}
-	}
+	// At most sseOpening requests are waiting for their answer at a
+	// time, as a browser's pages would open them, not all at once.
 	timeout := time.NewTimer(60 * time.Second)
 	defer timeout.Stop()
-	for _, o := range opens {
-		select {
-		case err := <-o.s.ready:
-			if err != nil {
+	for len(opens) > 0 {
+		batch := opens[:min(len(opens), sseOpening)]
+		opens = opens[len(batch):]
+		byConn := map[*sseConn][]*sseStream{}
+		for _, o := range batch {
+			byConn[o.c] = append(byConn[o.c], o.s)
+		}
+		for c, ss := range byConn {
+			if err := c.open(ss); err != nil {
 				return err
 			}
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-timeout.C:
-			return errors.New("sse: no answer to the watch requests in 60s")
 		}
+		for _, o := range batch {
+			select {
+			case err := <-o.s.ready:
+				if err != nil {
+					return err
+				}
+			case <-ctx.Done():
+				return ctx.Err()
+			case <-timeout.C:
+				return errors.New("sse: no answer to the watch requests in 60s")
+			}
+		}
+		timeout.Reset(60 * time.Second)
 	}
 	return nil
 }
+
+// sseOpening bounds the requests waiting for their answer.
+const sseOpening = 512
 
 func (f *sseFleet) watchPath(sp watchSpec) string {
 	u := "/v1/watch/" + url.PathEscape(sp.key)

@@ -275,6 +275,14 @@ func (c *sseConn) read() {
 		}
 		switch fm := frame.(type) {
 		case *http2.DataFrame:
+			// Flow control counts the whole payload, padding included.
+			n := int(fm.Header().Length)
+			c.connUnread += n
+			if c.connUnread >= sseConnWindow/2 {
+				inc := uint32(c.connUnread)
+				c.connUnread = 0
+				c.write(func(fw *http2.Framer) error { return fw.WriteWindowUpdate(0, inc) })
+			}
 			s := c.stream(fm.StreamID)
 			if s == nil {
 				continue
@@ -283,19 +291,11 @@ func (c *sseConn) read() {
 			if fm.StreamEnded() {
 				s.fail(c.idx, io.EOF)
 			}
-			// Flow control counts the whole payload, padding included.
-			n := int(fm.Header().Length)
 			s.unread += n
-			c.connUnread += n
 			if s.unread >= sseStreamWindow/2 {
 				inc := uint32(s.unread)
 				s.unread = 0
 				c.write(func(fw *http2.Framer) error { return fw.WriteWindowUpdate(fm.StreamID, inc) })
-			}
-			if c.connUnread >= sseConnWindow/2 {
-				inc := uint32(c.connUnread)
-				c.connUnread = 0
-				c.write(func(fw *http2.Framer) error { return fw.WriteWindowUpdate(0, inc) })
 			}
 		case *http2.MetaHeadersFrame:
 			s := c.stream(fm.StreamID)

@@ -113,3 +113,24 @@ func TestIdleLongerThanWriteTimeout(t *testing.T) {
 		})
 	}
 }
+
+// TestBusyLongerThanWriteTimeout checks that the write timeout bounds
+// each write, not a stream's life: a client that keeps reading while
+// events flow for several write timeouts is never cut.
+func TestBusyLongerThanWriteTimeout(t *testing.T) {
+	const wt = 100 * time.Millisecond
+	e := newEnv(t, Options{WriteTimeout: wt, Heartbeat: -1})
+	for _, cl := range e.clients() {
+		t.Run(cl.name, func(t *testing.T) {
+			key := "busy-" + strings.ReplaceAll(cl.name, "/", "")
+			s := connect(t, cl.c, e.url(key, "progress=0"), sseclient.Options{})
+			for i, end := 0, time.Now().Add(5*wt); time.Now().Before(end); i++ {
+				rev := e.put(t, key, fmt.Sprint(i))
+				if ev := nextEvent(t, s); ev.ID != fmt.Sprint(rev) {
+					t.Fatalf("event %d: %+v, want id %d", i, ev, rev)
+				}
+				time.Sleep(wt / 10)
+			}
+		})
+	}
+}

@@ -19,7 +19,7 @@
 //   - Handler: the http.Handler of GET /v1/watch/{key}. It parses the
 //     request (ParseRequest), opens one watch on the hub, and streams the
 //     hub's responses with one write and one flush per drained batch, each
-//     under a write deadline. Errors before streaming are answered with a
+//     under the write timeout. Errors before streaming are answered with a
 //     status through Options.WriteError; after, with an error event.
 //
 // The package knows nothing of routers: ServeHTTP takes the key from the

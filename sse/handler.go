@@ -45,6 +45,10 @@ type Options struct {
 	RetryMin, RetryMax time.Duration
 	// WriteTimeout bounds each write and flush to a client (default 10s).
 	// A client that takes longer is cut off and resumes with its last id.
+	// The stream's timer checks a write in progress WriteTimeout after it
+	// began and cuts it as an expired write deadline would (over HTTP/2
+	// the stream is reset, over HTTP/1.1 the connection closed); an idle
+	// stream has nothing armed.
 	WriteTimeout time.Duration
 	// Stream bounds each stream's queue in the hub (watchhub defaults);
 	// its ProgressInterval is set from the request.
@@ -100,7 +104,7 @@ func (o *Options) setDefaults() {
 // Each request opens one hub stream with one watch and is served by the
 // request's own goroutine: it waits for the hub's responses, encodes every
 // response it drains in one buffer, and sends it with one write and one
-// flush under a write deadline.
+// flush under the write timeout.
 //
 // Before streaming, errors are answered with a status (Options.WriteError);
 // after, with an error event that ends the stream. A compacted start ends
@@ -118,6 +122,10 @@ type Handler struct {
 	done     chan struct{} // closed by Shutdown
 	shutOnce sync.Once
 	active   atomic.Int64
+
+	// conns lists the streams being served, for Shutdown to wake them.
+	mu    sync.Mutex
+	conns *conn
 }
 
 var _ http.Handler = (*Handler)(nil)
@@ -139,7 +147,14 @@ func NewHandler(hub *watchhub.Hub, revs RevisionSource, opts Options) *Handler {
 // returns at once; http.Server.Shutdown waits for the handlers to return.
 // It suits http.Server.RegisterOnShutdown and is idempotent.
 func (h *Handler) Shutdown() {
-	h.shutOnce.Do(func() { close(h.done) })
+	h.shutOnce.Do(func() {
+		close(h.done)
+		h.mu.Lock()
+		for c := h.conns; c != nil; c = c.next {
+			c.kick()
+		}
+		h.mu.Unlock()
+	})
 }
 
 // Streams is the number of streams being served, for GET /v1/status.
@@ -206,26 +221,85 @@ func (h *Handler) Serve(w http.ResponseWriter, r *http.Request, req Request) {
 
 	_, compact := h.revs.Revisions()
 	hd := w.Header()
-	hd.Set("Content-Type", req.Format.ContentType())
-	hd.Set("Cache-Control", "no-cache")
-	hd.Set("X-Accel-Buffering", "no")
-	hd.Set("X-Content-Type-Options", "nosniff")
+	// The fixed values are shared by every stream (net/http copies the
+	// header when it writes it, and only reads it afterwards).
+	if req.Format == FormatNDJSON {
+		hd["Content-Type"] = ndjsonContentType
+	} else {
+		hd["Content-Type"] = sseContentType
+	}
+	hd["Cache-Control"] = noCache
+	hd["X-Accel-Buffering"] = no
+	hd["X-Content-Type-Options"] = nosniff
 	setRevisionHeaders(hd, created, compact)
 	w.WriteHeader(http.StatusOK)
 
 	h.active.Add(1)
 	defer h.active.Add(-1)
-	c := &conn{
+	c := &conn{wake: make(chan struct{}, 1),
 		h: h, w: w, r: r, rc: http.NewResponseController(w), st: st,
 		enc:      Encoder{Format: req.Format, PrevKV: req.PrevKV},
 		startRev: startRev, startSub: startSub,
 	}
+	if !h.add(c) {
+		return
+	}
+	defer h.remove(c)
 	c.run()
 }
 
+// add lists c for Shutdown, unless Shutdown has begun.
+func (h *Handler) add(c *conn) bool {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	select {
+	case <-h.done:
+		return false
+	default:
+	}
+	c.next = h.conns
+	if h.conns != nil {
+		h.conns.prev = c
+	}
+	h.conns = c
+	return true
+}
+
+// remove takes c off the list.
+func (h *Handler) remove(c *conn) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if c.prev != nil {
+		c.prev.next = c.next
+	} else {
+		h.conns = c.next
+	}
+	if c.next != nil {
+		c.next.prev = c.prev
+	}
+	c.prev, c.next = nil, nil
+}
+
+// Header values of every stream.
+var (
+	sseContentType    = []string{FormatSSE.ContentType()}
+	ndjsonContentType = []string{FormatNDJSON.ContentType()}
+	noCache           = []string{"no-cache"}
+	no                = []string{"no"}
+	nosniff           = []string{"nosniff"}
+)
+
+// setRevisionHeaders sets X-Revision and X-Compact-Revision, both values
+// in one allocation.
 func setRevisionHeaders(h http.Header, rev, compact int64) {
-	h.Set("X-Revision", strconv.FormatInt(rev, 10))
-	h.Set("X-Compact-Revision", strconv.FormatInt(compact, 10))
+	var buf [40]byte
+	b := strconv.AppendInt(buf[:0], rev, 10)
+	n := len(b)
+	b = strconv.AppendInt(b, compact, 10)
+	s := string(b)
+	v := []string{s[:n], s[n:]}
+	h["X-Revision"] = v[0:1:1]
+	h["X-Compact-Revision"] = v[1:2:2]
 }
 
 // writeError answers err before streaming.

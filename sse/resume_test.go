@@ -118,6 +118,7 @@ func TestCutResume(t *testing.T) {
 				mu       sync.Mutex
 				steps    []step
 				lastRev  int64 // set when the writer is done
+				resumed  int   // reconnections the reader has seen
 				cutInTxn = make(chan struct{}, cuts)
 				done     = make(chan struct{})
 			)
@@ -144,6 +145,7 @@ func TestCutResume(t *testing.T) {
 							t.Errorf("resumed from id %q: %v", before, err)
 						}
 						steps = append(steps, step{resume: true, rev: rev, sub: sub, fromID: before, reconnect: s.Reconnects()})
+						resumed++
 					}
 					it, err := toItem(ev)
 					if err != nil {
@@ -202,16 +204,29 @@ func TestCutResume(t *testing.T) {
 					t.Fatal(err)
 				}
 				if cutAt[i] {
-					n := s.Reconnects()
+					mu.Lock()
+					n := resumed
+					mu.Unlock()
 					if rnd.IntN(2) == 0 {
 						s.Cut() // wherever the reader is
 					} else {
 						cutInTxn <- struct{}{}
 					}
-					// One cut at a time: wait for the reconnection, writing
-					// transactions on (a cut inside one needs one).
+					// One cut at a time: wait until the reader has had an
+					// event over the new connection, writing transactions on
+					// (a cut inside one needs one). Waiting for the
+					// reconnection alone is not enough: a cut before the
+					// reader's Next has returned anything from the new
+					// connection would make a second reconnection inside
+					// that same Next, which the reader counts as one.
 					deadline := time.Now().Add(20 * time.Second)
-					for s.Reconnects() == n {
+					for {
+						mu.Lock()
+						seen := resumed > n
+						mu.Unlock()
+						if seen {
+							break
+						}
 						if time.Now().After(deadline) {
 							t.Fatal("no reconnection after a cut")
 						}

@@ -88,3 +88,49 @@ func TestWatchFutureRev(t *testing.T) {
 		return
 	}
 }
+
+// TestIdleLongerThanWriteTimeout checks that the write deadline armed by
+// a flush does not outlive it: a stream that stays idle for several write
+// timeouts (no bookmarks, no heartbeats) is still served, over HTTP/2
+// (where an expired deadline resets the stream) and HTTP/1.1.
+func TestIdleLongerThanWriteTimeout(t *testing.T) {
+	const wt = 100 * time.Millisecond
+	e := newEnv(t, Options{WriteTimeout: wt, Heartbeat: -1})
+	for _, cl := range e.clients() {
+		t.Run(cl.name, func(t *testing.T) {
+			key := "idle-" + strings.ReplaceAll(cl.name, "/", "")
+			s := connect(t, cl.c, e.url(key, "progress=0"), sseclient.Options{})
+			for i := range 3 {
+				rev := e.put(t, key, fmt.Sprint(i))
+				if ev := nextEvent(t, s); ev.ID != fmt.Sprint(rev) {
+					t.Fatalf("event %d: %+v, want id %d", i, ev, rev)
+				}
+				time.Sleep(4 * wt)
+			}
+			if n := e.h.Streams(); n != 1 {
+				t.Errorf("%d streams served", n)
+			}
+		})
+	}
+}
+
+// TestBusyLongerThanWriteTimeout checks that the write timeout bounds
+// each write, not a stream's life: a client that keeps reading while
+// events flow for several write timeouts is never cut.
+func TestBusyLongerThanWriteTimeout(t *testing.T) {
+	const wt = 100 * time.Millisecond
+	e := newEnv(t, Options{WriteTimeout: wt, Heartbeat: -1})
+	for _, cl := range e.clients() {
+		t.Run(cl.name, func(t *testing.T) {
+			key := "busy-" + strings.ReplaceAll(cl.name, "/", "")
+			s := connect(t, cl.c, e.url(key, "progress=0"), sseclient.Options{})
+			for i, end := 0, time.Now().Add(5*wt); time.Now().Before(end); i++ {
+				rev := e.put(t, key, fmt.Sprint(i))
+				if ev := nextEvent(t, s); ev.ID != fmt.Sprint(rev) {
+					t.Fatalf("event %d: %+v, want id %d", i, ev, rev)
+				}
+				time.Sleep(wt / 10)
+			}
+		})
+	}
+}

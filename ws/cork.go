@@ -232,10 +232,9 @@ func putBuf(b []byte) {
 // that reads anything at all keeps the connection alive, one that reads
 // nothing for the write timeout fails it, however large the buffer. (A
 // timed-out write cannot simply be resumed: after one, a TLS connection is
-// broken for good.) A corked flush (corkFlushSize) is two chunks: one
-// write(2) and one deadline a flush would be cheaper, but a peer would then
-// have to read twice as much per write timeout to keep the connection.
-const writeChunk = 32 << 10
+// broken for good.) It is larger than a corked flush (corkFlushSize and
+// one message), so that a flush is one write(2) under one deadline.
+const writeChunk = 128 << 10
 
 // writeLocked writes p to the network, each writeChunk with the write
 // deadline. On error the connection is closed, which also ends the

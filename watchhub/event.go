@@ -98,13 +98,26 @@ func (e *Event) encoded(form int) []byte {
 	if p := e.enc[form].Load(); p != nil {
 		return *p
 	}
-	var b []byte
+	prev := form == formDataPrev || form == formJSONPrev
+	b := make([]byte, 0, encodedSize(e.Event, prev))
 	switch form {
 	case formData, formDataPrev:
-		b = kvjson.AppendEventKV(nil, e.Event, form == formDataPrev)
+		b = kvjson.AppendEventKV(b, e.Event, prev)
 	default:
-		b = kvjson.AppendEvent(nil, e.Event, form == formJSONPrev)
+		b = kvjson.AppendEvent(b, e.Event, prev)
 	}
 	e.enc[form].Store(&b)
 	return b
+}
+
+// encodedSize is the likely length of an event's JSON: the members' names
+// and revisions (under 128 bytes with revisions below 10^9) plus its keys
+// and values, so that the encoding is one allocation unless escapes or
+// base64 lengthen them.
+func encodedSize(ev *kv.Event, prev bool) int {
+	n := 128 + len(ev.KV.Key) + len(ev.KV.Value)
+	if prev && ev.PrevKV != nil {
+		n += 96 + len(ev.PrevKV.Key) + len(ev.PrevKV.Value)
+	}
+	return n
 }

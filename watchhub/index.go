@@ -2,73 +2,83 @@ package watchhub
 
 import "unsafe"
 
-// watcherSet is the watchers of one key or one interval. A watcher knows its
-// set and its position in it, so removal is O(1).
-type watcherSet struct {
-	ws []*watcher
-}
-
-func (s *watcherSet) add(w *watcher) {
-	w.set = s
-	w.pos = int32(len(s.ws))
-	s.ws = append(s.ws, w)
-}
-
-func (s *watcherSet) remove(w *watcher) {
-	last := len(s.ws) - 1
-	moved := s.ws[last]
-	s.ws[w.pos] = moved
-	moved.pos = w.pos
-	s.ws[last] = nil
-	s.ws = s.ws[:last]
-	w.set = nil
-	w.pos = -1
-}
-
 // index finds the watchers whose range contains a key without looking at
 // the others: single-key watchers in a map (O(1)), range and prefix
 // watchers in an interval tree (a stabbing query, O(log N + matches)).
 //
+// It holds its watchers by number: reg maps a number to its watcher, and
+// the map's and the tree's sets are []int32 of numbers, which the garbage
+// collector does not scan. An idle watcher so costs the collector one
+// pointer in reg, one map entry or its share of a tree node, and the
+// watcher's own fields. A watcher knows its number (ri) and its position in
+// its set (pos), so removal is O(1) for a key and O(log N) for an interval.
+//
 // The zero value is not ready; use newIndex. It is not safe for concurrent
 // use; the hub guards it with its mutex.
 type index struct {
-	keys map[string]*watcherSet
+	keys map[string][]int32
 	tree intervalTree
-	n    int
+	// reg holds the watchers by number; free lists the numbers to reuse.
+	reg  []*watcher
+	free []int32
+	// stabbed is the scratch buffer of match's tree query.
+	stabbed []int32
+	n       int
 }
 
 func newIndex() index {
-	return index{keys: make(map[string]*watcherSet)}
+	return index{keys: make(map[string][]int32)}
 }
 
 // add puts w in the index; w must not be in any index.
 func (ix *index) add(w *watcher) {
 	ix.n++
+	if k := len(ix.free); k > 0 {
+		w.ri = ix.free[k-1]
+		ix.free = ix.free[:k-1]
+		ix.reg[w.ri] = w
+	} else {
+		w.ri = int32(len(ix.reg))
+		ix.reg = append(ix.reg, w)
+	}
 	if w.single {
-		set := ix.keys[w.key]
-		if set == nil {
-			set = &watcherSet{}
-			ix.keys[w.key] = set
-		}
-		set.add(w)
+		set := append(ix.keys[w.key()], w.ri)
+		ix.keys[w.key()] = set
+		w.pos = int32(len(set) - 1)
 		return
 	}
-	ix.tree.getOrInsert(w.key, w.end, w.endInf).add(w)
+	w.pos = ix.tree.add(w.bounds, int(w.keyLen), w.endInf, w.ri)
 }
 
 // remove takes w out of the index; w must be in it.
 func (ix *index) remove(w *watcher) {
 	ix.n--
-	set := w.set
-	set.remove(w)
-	if len(set.ws) > 0 {
-		return
-	}
+	var set *[]int32
+	var node int32
+	var keySet []int32
 	if w.single {
-		delete(ix.keys, w.key)
-		return
+		keySet = ix.keys[w.key()]
+		set = &keySet
+	} else {
+		node = ix.tree.find(w.key(), w.end(), w.endInf)
+		set = &ix.tree.nodes[node].set
 	}
-	ix.tree.delete(w.key, w.end, w.endInf)
+	last := len(*set) - 1
+	moved := (*set)[last]
+	(*set)[w.pos] = moved
+	ix.reg[moved].pos = w.pos
+	*set = (*set)[:last]
+	switch {
+	case w.single && last == 0:
+		delete(ix.keys, w.key())
+	case w.single:
+		ix.keys[w.key()] = keySet
+	case last == 0:
+		ix.tree.delete(w.key(), w.end(), w.endInf)
+	}
+	ix.reg[w.ri] = nil
+	ix.free = append(ix.free, w.ri)
+	w.ri, w.pos = -1, -1
 }
 
 // match appends to dst every watcher whose range contains key.
@@ -76,11 +86,14 @@ func (ix *index) match(key []byte, dst []*watcher) []*watcher {
 	if ix.n == 0 {
 		return dst
 	}
-	if set := ix.keys[string(key)]; set != nil {
-		dst = append(dst, set.ws...)
+	for _, i := range ix.keys[string(key)] {
+		dst = append(dst, ix.reg[i])
 	}
 	if ix.tree.n > 0 {
-		dst = ix.tree.stab(bytesString(key), dst)
+		ix.stabbed = ix.tree.stab(bytesString(key), ix.stabbed[:0])
+		for _, i := range ix.stabbed {
+			dst = append(dst, ix.reg[i])
+		}
 	}
 	return dst
 }

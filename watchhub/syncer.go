@@ -241,12 +241,12 @@ func matchItems(items []syncItem, batches []revBatch) {
 	for i := range items {
 		w := items[i].w
 		if w.single {
-			keys[w.key] = append(keys[w.key], i)
+			keys[w.key()] = append(keys[w.key()], i)
 			continue
 		}
-		ranges.getOrInsert(w.key, w.end, w.endInf).add(&watcher{sidx: int32(i)})
+		ranges.add(w.bounds, int(w.keyLen), w.endInf, int32(i))
 	}
-	var found []*watcher
+	var found []int32
 	for _, b := range batches {
 		for _, e := range b.events {
 			for _, i := range keys[bytesString(e.KV.Key)] {
@@ -258,8 +258,8 @@ func matchItems(items []syncItem, batches []revBatch) {
 				continue
 			}
 			found = ranges.stab(bytesString(e.KV.Key), found[:0])
-			for _, stand := range found {
-				if it := &items[stand.sidx]; b.rev >= it.from && it.w.accepts(e) {
+			for _, i := range found {
+				if it := &items[i]; b.rev >= it.from && it.w.accepts(e) {
 					it.evs = append(it.evs, e)
 				}
 			}
@@ -392,5 +392,5 @@ func (w *watcher) rangeEnd() []byte {
 	case w.endInf:
 		return []byte{0}
 	}
-	return []byte(w.end)
+	return []byte(w.end())
 }

@@ -13,7 +13,8 @@ package watchhub
 // The nodes live in one slice and link to each other by index, and the
 // values are int32s (the index's watcher numbers), so that a tree of a
 // million intervals holds two pointers a node (its bounds and its set)
-// instead of six: every garbage collection marks the whole tree, and its
+// instead of six (one, for an interval of one value: see idSet): every
+// garbage collection marks the whole tree, and its
 // cost grows with the pointers it has to follow.
 //
 // It is written for this package rather than taken from etcd's
@@ -42,7 +43,7 @@ type ivNode struct {
 	// bounds is lo followed by hi; loLen is len(lo).
 	bounds string
 	// set is the interval's values, in no particular order.
-	set         []int32
+	set         idSet
 	loLen       int32
 	left, right int32
 	// max is the node of this subtree with the largest hi.
@@ -157,9 +158,7 @@ func (t *intervalTree) getOrInsert(bounds string, loLen int, hiInf bool) int32 {
 // add puts v in the set of [lo, hi) (bounds, loLen as for getOrInsert)
 // and returns its position there.
 func (t *intervalTree) add(bounds string, loLen int, hiInf bool, v int32) int32 {
-	n := &t.nodes[t.getOrInsert(bounds, loLen, hiInf)]
-	n.set = append(n.set, v)
-	return int32(len(n.set) - 1)
+	return t.nodes[t.getOrInsert(bounds, loLen, hiInf)].set.add(v)
 }
 
 func (t *intervalTree) insert(i int32, bounds string, loLen int32, hiInf bool, found *int32) int32 {
@@ -289,7 +288,7 @@ func (t *intervalTree) stabNode(i int32, key string, dst []int32) []int32 {
 			return dst
 		}
 		if n.hiInf || key < n.hi() {
-			dst = append(dst, n.set...)
+			dst = n.set.appendTo(dst)
 		}
 		i = n.right
 	}

@@ -242,3 +242,34 @@ func TestIndexRandom(t *testing.T) {
 		t.Fatalf("index not empty after removing every watcher: %d keys, %d intervals", len(ix.keys), ix.tree.len())
 	}
 }
+
+// TestIdSet checks idSet against a slice with the same swap removal.
+func TestIdSet(t *testing.T) {
+	rng := rand.New(rand.NewPCG(11, 12))
+	var s idSet
+	var model []int32
+	for step := range 3000 {
+		if len(model) > 0 && rng.IntN(2) == 0 {
+			pos := rng.IntN(len(model))
+			last := model[len(model)-1]
+			if moved := s.removeAt(int32(pos)); moved != last {
+				t.Fatalf("step %d: removeAt(%d) moved %d, want %d", step, pos, moved, last)
+			}
+			model[pos] = last
+			model = model[:len(model)-1]
+		} else {
+			if pos := s.add(int32(step)); int(pos) != len(model) {
+				t.Fatalf("step %d: add at %d, want %d", step, pos, len(model))
+			}
+			model = append(model, int32(step))
+		}
+		if got := s.appendTo(nil); !slices.Equal(got, model) || s.len() != len(model) {
+			t.Fatalf("step %d: set %v (len %d), want %v", step, got, s.len(), model)
+		}
+		for i, v := range model {
+			if s.at(int32(i)) != v {
+				t.Fatalf("step %d: at(%d) = %d, want %d", step, i, s.at(int32(i)), v)
+			}
+		}
+	}
+}

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"fmt"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -118,4 +119,58 @@ func BenchmarkEventEncode(b *testing.B) {
 			e.Data(true)
 		}
 	})
+}
+
+// TestEventEncodedArena checks encodings carved from a shared arena, as
+// for events read from history, encoded concurrently: each is its event's
+// kvjson encoding, unchanged by the encodings carved after it, and one
+// carved from the arena has its capacity cut to its length.
+func TestEventEncodedArena(t *testing.T) {
+	arena := new(encArena)
+	var evs []*Event
+	for i := range 2000 {
+		v := strings.Repeat("v", i%300)
+		if i%97 == 0 {
+			v = strings.Repeat("\x01", 3000) // escapes outgrow the estimate
+		}
+		if i == 1000 {
+			v = strings.Repeat("w", 3*encChunk)
+		}
+		ev := &kv.Event{Type: kv.EventPut, KV: kv.KeyValue{Key: fmt.Appendf(nil, "k/%d", i), Value: []byte(v), CreateRevision: 2, ModRevision: int64(i + 2), Version: 1}}
+		evs = append(evs, &Event{Event: ev, arena: arena})
+	}
+	var wg sync.WaitGroup
+	for g := range 4 {
+		wg.Go(func() {
+			for i := g; i < len(evs); i += 4 {
+				b := evs[i].JSON(false)
+				if cap(b) != len(b) && len(b) <= encChunk/4 {
+					// Carved from the arena: appending to it must not
+					// reach the next encoding.
+					t.Errorf("event %d: encoding of length %d has capacity %d", i, len(b), cap(b))
+				}
+				evs[i].Data(false)
+			}
+		})
+	}
+	wg.Wait()
+	for i, e := range evs {
+		if diff := cmp.Diff(string(kvjson.AppendEvent(nil, e.Event, false)), string(e.JSON(false))); diff != "" {
+			t.Fatalf("event %d: JSON (-want +got):\n%s", i, diff)
+		}
+		if diff := cmp.Diff(string(kvjson.AppendEventKV(nil, e.Event, false)), string(e.Data(false))); diff != "" {
+			t.Fatalf("event %d: Data (-want +got):\n%s", i, diff)
+		}
+	}
+}
+
+func BenchmarkEventEncodeArena(b *testing.B) {
+	prev := &kv.KeyValue{Key: []byte("c/001/02"), Value: []byte("value-0123456789"), CreateRevision: 2, ModRevision: 1000, Version: 10}
+	ev := kv.Event{Type: kv.EventPut, KV: kv.KeyValue{Key: []byte("c/001/02"), Value: []byte("value-0123456789"), CreateRevision: 2, ModRevision: 123456, Version: 11}, PrevKV: prev}
+	b.ReportAllocs()
+	arena := new(encArena)
+	for b.Loop() {
+		e := &Event{Event: &ev, arena: arena}
+		e.JSON(false)
+	}
 }

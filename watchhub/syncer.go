@@ -149,8 +149,8 @@ func (h *Hub) syncUnsynced() bool {
 }
 
 // readHistory reads the store's history from from to to and wraps it, with
-// one allocation for all the wrappers and one for their pointers; the
-// store's events are not copied.
+// one allocation for all the wrappers and one for their pointers, and one
+// arena for their encodings; the store's events are not copied.
 func (h *Hub) readHistory(from, to int64) ([]revBatch, int64, error) {
 	kbs, next, err := h.store.History(h.ctx, from, to, h.opts.SyncEvents)
 	if err != nil {
@@ -163,12 +163,14 @@ func (h *Hub) readHistory(from, to int64) ([]revBatch, int64, error) {
 	store := make([]Event, total)
 	flat := make([]*Event, total)
 	batches := make([]revBatch, len(kbs))
+	arena := new(encArena)
 	n := 0
 	for i := range kbs {
 		start, size := n, 0
 		for j := range kbs[i].Events {
 			e := &store[n]
 			e.Event = &kbs[i].Events[j] // History's result is the caller's
+			e.arena = arena
 			e.size = eventSize(e.Event)
 			size += e.size
 			flat[n] = e

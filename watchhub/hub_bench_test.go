@@ -247,38 +247,53 @@ func BenchmarkCatchUp(b *testing.B) {
 		}
 		b.ReportMetric(events*float64(b.N)/b.Elapsed().Seconds(), "events/s")
 	})
-	b.Run("hub", func(b *testing.B) {
-		h := newHub(b, st, Options{})
-		b.ReportAllocs()
-		for b.Loop() {
-			s, err := h.NewStream(StreamOptions{})
-			if err != nil {
-				b.Fatal(err)
-			}
-			if _, err := s.Watch(WatchRequest{Key: []byte("c/"), End: kv.PrefixEnd([]byte("c/")), StartRev: 2, PrevKV: true}); err != nil {
-				b.Fatal(err)
-			}
-			n := 0
-			var buf []Response
-			for done := false; !done; {
-				buf, err = s.Recv(context.Background(), buf[:0])
+	for _, encode := range []bool{false, true} {
+		name := "hub"
+		if encode {
+			// As a WebSocket transport does: every event's JSON.
+			name = "hub-json"
+		}
+		b.Run(name, func(b *testing.B) {
+			h := newHub(b, st, Options{})
+			b.ReportAllocs()
+			for b.Loop() {
+				s, err := h.NewStream(StreamOptions{})
 				if err != nil {
 					b.Fatal(err)
 				}
-				for _, r := range buf {
-					n += len(r.Events)
-					if r.Kind == KindEvents && r.Revision >= last {
-						done = true
+				if _, err := s.Watch(WatchRequest{Key: []byte("c/"), End: kv.PrefixEnd([]byte("c/")), StartRev: 2, PrevKV: true}); err != nil {
+					b.Fatal(err)
+				}
+				n, bytes := 0, 0
+				var buf []Response
+				for done := false; !done; {
+					buf, err = s.Recv(context.Background(), buf[:0])
+					if err != nil {
+						b.Fatal(err)
+					}
+					for _, r := range buf {
+						n += len(r.Events)
+						if encode {
+							for _, e := range r.Events {
+								bytes += len(e.JSON(r.PrevKV))
+							}
+						}
+						if r.Kind == KindEvents && r.Revision >= last {
+							done = true
+						}
 					}
 				}
+				s.Close()
+				if n != int(events) {
+					b.Fatalf("caught up %d events, want %v", n, events)
+				}
+				if encode && bytes < n*100 {
+					b.Fatalf("encoded %d bytes for %d events", bytes, n)
+				}
 			}
-			s.Close()
-			if n != int(events) {
-				b.Fatalf("caught up %d events, want %v", n, events)
-			}
-		}
-		b.ReportMetric(events*float64(b.N)/b.Elapsed().Seconds(), "events/s")
-	})
+			b.ReportMetric(events*float64(b.N)/b.Elapsed().Seconds(), "events/s")
+		})
+	}
 }
 
 // BenchmarkIdleWatcherMemory measures the heap an idle watcher costs in the

@@ -102,7 +102,7 @@ func (h *Hub) startSnapshot(w *watcher, now time.Duration) {
 	h.leaveGroup(w)
 	w.state = stateSnapshot
 	h.snapGen++
-	w.snapshot = &snapState{rev: h.rev, key: w.key, gen: h.snapGen}
+	w.snapshot = &snapState{rev: h.rev, key: w.key(), gen: h.snapGen}
 	h.snapshots[w] = struct{}{}
 	w.s.push(Response{Kind: KindReset, WatchID: w.id, Revision: h.rev}, true, now)
 	h.kickSync()

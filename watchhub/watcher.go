@@ -203,3 +203,14 @@ func (w *watcher) accepts(e *Event) bool {
 func (w *watcher) wants(e *Event) bool {
 	return w.contains(e.KV.Key) && w.accepts(e)
 }
+
+// ahead reports whether w starts beyond revision rev: its client has seen
+// more than rev (through another gateway whose feed was ahead), so a
+// bookmark at rev would move the client's position back. A start inside
+// a revision (minSub > 0) is beyond every revision before it.
+func (w *watcher) ahead(rev int64) bool {
+	if w.minSub > 0 {
+		return rev < w.minRev
+	}
+	return rev < w.minRev-1
+}

@@ -26,25 +26,10 @@ import (
 // compaction moves up one revision at a time.
 func TestGoneAgreesWithCompactRevision(t *testing.T) {
 	t.Parallel()
-	bin := buildBinary(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	addr, err := freeAddr()
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv, err := startServer(ctx, bin, filepath.Join(t.TempDir(), "data"), addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer func() {
-		if err := srv.stop(30 * time.Second); err != nil {
-			t.Error(err)
-		}
-	}()
-	tr := &http.Transport{MaxIdleConnsPerHost: 16}
-	defer tr.CloseIdleConnections()
-	rc := &restClient{c: &http.Client{Transport: tr, Timeout: 10 * time.Second}, base: func() string { return "http://" + addr }}
+	_, rc, stop := startOwnServer(ctx, t)
+	defer stop()
 	const revisions = 400
 	for i := range revisions {
 		in := opInput{Kind: opPut, Key: "k", Value: strconv.Itoa(i)}
@@ -131,25 +116,10 @@ func TestGoneAgreesWithCompactRevision(t *testing.T) {
 // dirties the file system, as in TestGoneAgreesWithCompactRevision.
 func TestRevisionNeverGoesBackForOneClient(t *testing.T) {
 	t.Parallel()
-	bin := buildBinary(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	addr, err := freeAddr()
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv, err := startServer(ctx, bin, filepath.Join(t.TempDir(), "data"), addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer func() {
-		if err := srv.stop(30 * time.Second); err != nil {
-			t.Error(err)
-		}
-	}()
-	tr := &http.Transport{MaxIdleConnsPerHost: 16}
-	defer tr.CloseIdleConnections()
-	rc := &restClient{c: &http.Client{Transport: tr, Timeout: 10 * time.Second}, base: func() string { return "http://" + addr }}
+	_, rc, stop := startOwnServer(ctx, t)
+	defer stop()
 
 	wctx, wcancel := context.WithCancel(ctx)
 	var wg sync.WaitGroup
@@ -228,25 +198,10 @@ func dirty(ctx context.Context, path string) {
 // as in TestGoneAgreesWithCompactRevision.
 func TestReadThenWatchSeesNoEventTwice(t *testing.T) {
 	t.Parallel()
-	bin := buildBinary(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	addr, err := freeAddr()
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv, err := startServer(ctx, bin, filepath.Join(t.TempDir(), "data"), addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer func() {
-		if err := srv.stop(30 * time.Second); err != nil {
-			t.Error(err)
-		}
-	}()
-	tr := &http.Transport{MaxIdleConnsPerHost: 16}
-	defer tr.CloseIdleConnections()
-	rc := &restClient{c: &http.Client{Transport: tr, Timeout: 10 * time.Second}, base: func() string { return "http://" + addr }}
+	addr, rc, stop := startOwnServer(ctx, t)
+	defer stop()
 
 	wctx, wcancel := context.WithCancel(ctx)
 	var wg sync.WaitGroup
@@ -321,25 +276,10 @@ func TestReadThenWatchSeesNoEventTwice(t *testing.T) {
 // otherwise skip the changes between the two.
 func TestPreconditionFailedShowsOneRevision(t *testing.T) {
 	t.Parallel()
-	bin := buildBinary(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	addr, err := freeAddr()
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv, err := startServer(ctx, bin, filepath.Join(t.TempDir(), "data"), addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer func() {
-		if err := srv.stop(30 * time.Second); err != nil {
-			t.Error(err)
-		}
-	}()
-	tr := &http.Transport{MaxIdleConnsPerHost: 16}
-	defer tr.CloseIdleConnections()
-	rc := &restClient{c: &http.Client{Transport: tr, Timeout: 10 * time.Second}, base: func() string { return "http://" + addr }}
+	_, rc, stop := startOwnServer(ctx, t)
+	defer stop()
 
 	wctx, wcancel := context.WithCancel(ctx)
 	var wg sync.WaitGroup
@@ -387,5 +327,29 @@ func TestPreconditionFailedShowsOneRevision(t *testing.T) {
 	t.Logf("%d failed preconditions", n)
 	for _, b := range bad {
 		t.Error(b)
+	}
+}
+
+// startOwnServer runs the binary on a free loopback port over a new store
+// for one test, with a REST client for it. stop ends the server
+// gracefully and fails t if it does not exit cleanly.
+func startOwnServer(ctx context.Context, t *testing.T) (addr string, rc *restClient, stop func()) {
+	t.Helper()
+	bin := buildBinary(t)
+	addr, err := freeAddr()
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv, err := startServer(ctx, bin, filepath.Join(t.TempDir(), "data"), addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tr := &http.Transport{MaxIdleConnsPerHost: 16}
+	rc = &restClient{c: &http.Client{Transport: tr, Timeout: 10 * time.Second}, base: func() string { return "http://" + addr }}
+	return addr, rc, func() {
+		tr.CloseIdleConnections()
+		if err := srv.stop(30 * time.Second); err != nil {
+			t.Error(err)
+		}
 	}
 }

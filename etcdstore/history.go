@@ -178,7 +178,7 @@ func (s *Store) wholeFrom(ctx context.Context, from int64) error {
 	if !ok {
 		s.learnCompacted(ctx)
 		_, compact := s.Revisions()
-		return fmt.Errorf("%w: revision %d, compact revision %d", kv.ErrCompacted, from, compact)
+		return &kv.CompactedError{Requested: from, Compact: compact}
 	}
 	return nil
 }

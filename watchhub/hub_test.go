@@ -652,3 +652,24 @@ func TestProgressWaitsForWatchAhead(t *testing.T) {
 		})
 	}
 }
+
+// TestWatchAheadListedOnce: bookmark requests repeated while a watch is
+// ahead of the hub hold it in the hub's list once, not once a request.
+func TestWatchAheadListedOnce(t *testing.T) {
+	st := openStore(t, kv.Options{})
+	h := newHub(t, st, Options{})
+	s := newStream(t, h, StreamOptions{})
+	rev, _ := st.Revisions()
+	watch(t, s, WatchRequest{ID: "w", Key: []byte("k"), StartRev: rev + 10})
+	for range 100 {
+		if err := s.RequestWatchProgress("w"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	h.mu.Lock()
+	n := len(h.ahead)
+	h.mu.Unlock()
+	if n != 1 {
+		t.Errorf("%d entries in the hub's list of watches ahead, want 1", n)
+	}
+}

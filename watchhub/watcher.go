@@ -85,6 +85,9 @@ type watcher struct {
 	state uint8
 	// progressWanted: a per-watch bookmark was requested while behind.
 	progressWanted bool
+	// inAhead: the watcher is in Hub.ahead (listed once, however many
+	// bookmarks it holds back).
+	inAhead bool
 	// ri and pos: the watcher's number in the synced index and its
 	// position in its key's or interval's set there (-1 when not in it);
 	// sidx its place in its stream's list.

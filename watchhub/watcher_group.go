@@ -46,7 +46,10 @@ func (h *Hub) toSynced(w *watcher, now time.Duration) {
 // watcher that starts beyond the hub's revision, once the hub reaches it.
 func (h *Hub) caughtUp(w *watcher, now time.Duration) {
 	if w.ahead(h.rev) {
-		h.ahead = append(h.ahead, w)
+		if !w.inAhead {
+			w.inAhead = true
+			h.ahead = append(h.ahead, w)
+		}
 		return
 	}
 	if w.progressWanted {
@@ -84,9 +87,11 @@ func (h *Hub) releaseAhead(now time.Duration) {
 	keep := h.ahead[:0]
 	var reached []*watcher
 	for _, w := range h.ahead {
+		w.inAhead = false
 		switch {
 		case w.state != stateSynced:
 		case w.ahead(h.rev):
+			w.inAhead = true
 			keep = append(keep, w)
 		default:
 			reached = append(reached, w)

@@ -95,7 +95,7 @@ func runQuick(t *testing.T, cfg *config) {
 		return nil
 	}
 	targets := map[string][]string{
-		"writes": {"watchgate/rest"},
+		"writes": {"watchgate/rest", "watchgate/rest-lean"},
 		"fanout": {"watchgate/ws", "watchgate/sse"},
 	}
 	if cfg.etcd {

@@ -40,6 +40,7 @@ type config struct {
 	writeClients  []int
 	writeKeys     int
 	writeH2       bool
+	writeLean     bool
 	writeDuration time.Duration
 
 	fanout           []int
@@ -170,6 +171,7 @@ func defaultConfig() config {
 		writeClients:     []int{1, 16, 256},
 		writeDuration:    5 * time.Second,
 		writeKeys:        10000,
+		writeLean:        true,
 		fanout:           []int{1000, 10000, 100000},
 		fanoutRepeats:    7,
 		fanoutTransports: []string{"ws", "sse"},
@@ -264,6 +266,7 @@ func parseFlags(args []string, stderr io.Writer) (*config, error) {
 	fs.StringVar(&c.clientProfile, "client-cpuprofile", "", "write the CPU profile of the benchmark's own clients to this file")
 	fs.IntVar(&c.valueSize, "value-size", c.valueSize, "bytes per value")
 	fs.Var((*intList)(&c.writeClients), "write-clients", "writes: concurrent clients per case")
+	fs.BoolVar(&c.writeLean, "write-lean", c.writeLean, "writes: also write to watchgate with a minimal HTTP/1.1 client (target watchgate/rest-lean), whose CPU a request is a fraction of net/http's")
 	fs.BoolVar(&c.writeH2, "write-h2", true, "writes: also write to watchgate over cleartext HTTP/2 (target watchgate/rest-h2), every client's requests on one connection")
 	fs.Var(countFlag{&c.writeKeys}, "write-keys", "writes and matching: distinct keys written, in turn")
 	fs.DurationVar(&c.writeDuration, "write-duration", c.writeDuration, "writes: measured time per run")

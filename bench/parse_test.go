@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bufio"
 	"io"
 	"math"
 	"strings"
@@ -134,6 +135,44 @@ func TestJSONInt(t *testing.T) {
 		if got != tc.want || ok != tc.ok {
 			t.Errorf("jsonInt(%s) = %d, %v; want %d, %v", tc.in, got, ok, tc.want, tc.ok)
 		}
+	}
+}
+
+func TestReadResponse(t *testing.T) {
+	for _, tc := range []struct {
+		name, in   string
+		status     int
+		body, rest string
+		err        bool
+	}{
+		{name: "created", in: "HTTP/1.1 201 Created\r\nContent-Type: application/json\r\ncontent-length: 14\r\n\r\n{\"revision\":7}NEXT",
+			status: 201, body: `{"revision":7}`, rest: "NEXT"},
+		{name: "empty body", in: "HTTP/1.1 204 No Content\r\nContent-Length: 0\r\n\r\n", status: 204},
+		{name: "longer than the buffer", in: "HTTP/1.1 200 OK\r\nContent-Length: 5000\r\n\r\n" + strings.Repeat("x", 5000),
+			status: 200, body: strings.Repeat("x", 5000)},
+		{name: "no length", in: "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n", err: true},
+		{name: "bad length", in: "HTTP/1.1 200 OK\r\nContent-Length: -1\r\n\r\n", err: true},
+		{name: "bad status line", in: "HTTP/1.0 200 OK\r\n\r\n", err: true},
+		{name: "short body", in: "HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nabc", err: true},
+		{name: "cut in the header", in: "HTTP/1.1 200 OK\r\nContent-Le", err: true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			r := bufio.NewReaderSize(strings.NewReader(tc.in), 4096)
+			status, body, err := readResponse(r)
+			if (err != nil) != tc.err {
+				t.Fatalf("err %v, want error %v", err, tc.err)
+			}
+			if tc.err {
+				return
+			}
+			if status != tc.status || string(body) != tc.body {
+				t.Errorf("got %d %q, want %d %q", status, body, tc.status, tc.body)
+			}
+			rest, _ := io.ReadAll(r)
+			if string(rest) != tc.rest {
+				t.Errorf("left %q, want %q", rest, tc.rest)
+			}
+		})
 	}
 }
 

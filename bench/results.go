@@ -101,7 +101,7 @@ func (m *metric) watchgateTargets() []string {
 			ts = append(ts, t)
 		}
 	}
-	order := map[string]int{"watchgate/rest": 0, "watchgate/rest-h2": 1, "watchgate/ws": 2, "watchgate/sse": 3}
+	order := map[string]int{"watchgate/rest": 0, "watchgate/rest-lean": 1, "watchgate/rest-h2": 2, "watchgate/ws": 3, "watchgate/sse": 4}
 	slices.SortFunc(ts, func(a, b string) int { return order[a] - order[b] })
 	return ts
 }

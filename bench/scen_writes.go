@@ -127,13 +127,17 @@ type writeTarget struct {
 // writeTargets makes a writer for each running server, sized for
 // clients concurrent callers.
 func writeTargets(srv *servers, cfg *config, clients int) ([]writeTarget, func(), error) {
-	return writeTargetsH2(srv, cfg, clients, false)
+	return writeTargetsH2(srv, cfg, clients, false, false)
 }
 
-// writeTargetsH2 is writeTargets with, when h2 is set, watchgate's REST
-// also over cleartext HTTP/2 (target watchgate/rest-h2).
-func writeTargetsH2(srv *servers, cfg *config, clients int, h2 bool) ([]writeTarget, func(), error) {
+// writeTargetsH2 is writeTargets with, when lean is set, watchgate's REST
+// also through the minimal HTTP/1.1 client (target watchgate/rest-lean)
+// and, when h2 is set, over cleartext HTTP/2 (target watchgate/rest-h2).
+func writeTargetsH2(srv *servers, cfg *config, clients int, lean, h2 bool) ([]writeTarget, func(), error) {
 	ts := []writeTarget{{name: "watchgate/rest", w: newRESTWriter(srv.wg.addr, clients), p: srv.wg}}
+	if lean {
+		ts = append(ts, writeTarget{name: "watchgate/rest-lean", w: newLeanWriter(srv.wg.addr), p: srv.wg})
+	}
 	if h2 {
 		ts = append(ts, writeTarget{name: "watchgate/rest-h2", w: newRESTWriterProto(srv.wg.addr, clients, true), p: srv.wg})
 	}
@@ -164,7 +168,7 @@ func runWrites(ctx context.Context, e *env) error {
 	value := benchValue(cfg.valueSize)
 	for _, clients := range cfg.writeClients {
 		cas := fmt.Sprintf("%d clients", clients)
-		ts, closeAll, err := writeTargetsH2(srv, cfg, clients, cfg.writeH2)
+		ts, closeAll, err := writeTargetsH2(srv, cfg, clients, cfg.writeLean, cfg.writeH2)
 		if err != nil {
 			return err
 		}

@@ -1,0 +1,472 @@
+package h2srv
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"io"
+	"log"
+	"net"
+	"net/http"
+	"time"
+
+	"sync"
+
+	"golang.org/x/net/http2"
+	"golang.org/x/net/http2/hpack"
+)
+
+const (
+	clientPreface  = "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
+	prefaceTimeout = 10 * time.Second
+	// lingerTimeout is how long a connection that sent its last GOAWAY
+	// waits for the peer to close, so that the GOAWAY is read rather than
+	// lost to a TCP reset.
+	lingerTimeout = time.Second
+	maxWindow     = 1<<31 - 1
+)
+
+var (
+	errClientReset = errors.New("h2srv: stream reset by client")
+	errConnClosed  = errors.New("h2srv: connection closed")
+)
+
+// ctrlFrame is a frame the reader asks the writer to send.
+type ctrlFrame struct {
+	typ  http2.FrameType
+	id   uint32
+	val  uint32 // WINDOW_UPDATE increment, GOAWAY last stream id
+	code http2.ErrCode
+	data [8]byte
+	ack  bool
+}
+
+// conn is one HTTP/2 connection: the reader runs serve, the writer
+// writeLoop; handlers run on their own goroutines.
+type conn struct {
+	srv      *Server
+	hs       *http.Server
+	nc       net.Conn
+	tlsConn  *tls.Conn
+	tlsState *tls.ConnectionState
+	handler  http.Handler
+	base     context.Context
+	remote   string
+	logf     func(string, ...any)
+
+	br *bufio.Reader
+	fr *http2.Framer // reading, owned by the reader
+
+	// Owned by the writer, used under mu.
+	wbuf bytes.Buffer
+	wfr  *http2.Framer
+	hbuf bytes.Buffer
+	henc *hpack.Encoder
+
+	wake       chan struct{}
+	writerDone chan struct{}
+
+	mu           sync.Mutex
+	streams      map[uint32]*stream
+	lastStreamID uint32
+	running      int // handlers running
+	sendWindow   int64
+	peerWindow   int64 // the peer's SETTINGS_INITIAL_WINDOW_SIZE
+	peerFrame    uint32
+	recvWindow   int64
+	connCredit   int64
+	ctrl         []ctrlFrame
+	ready        []*stream
+	connBlocked  []*stream
+	goAwaySent   bool
+	fatal        bool // the GOAWAY reports an error: close once written
+	dead         bool
+	idleTimer    *time.Timer
+	resetTokens  float64
+	resetAt      time.Time
+}
+
+func newConn(s *Server, hs *http.Server, nc net.Conn, tc *tls.Conn, h http.Handler, base context.Context) *conn {
+	c := &conn{srv: s, hs: hs, nc: nc, tlsConn: tc, handler: h, base: base,
+		wake: make(chan struct{}, 1), writerDone: make(chan struct{}),
+		streams: map[uint32]*stream{}, sendWindow: 65535, peerWindow: 65535,
+		peerFrame: 16384, recvWindow: 65535,
+		resetTokens: float64(s.opts.MaxConcurrentStreams), resetAt: time.Now()}
+	if a := nc.RemoteAddr(); a != nil {
+		c.remote = a.String()
+	}
+	c.logf = log.Printf
+	if hs != nil && hs.ErrorLog != nil {
+		c.logf = hs.ErrorLog.Printf
+	}
+	if tc != nil {
+		st := tc.ConnectionState()
+		c.tlsState = &st
+	}
+	c.br = bufio.NewReaderSize(nc, 16<<10)
+	c.fr = http2.NewFramer(nil, c.br)
+	c.fr.ReadMetaHeaders = hpack.NewDecoder(4096, nil)
+	c.fr.MaxHeaderListSize = uint32(c.maxHeaderBytes())
+	c.fr.SetMaxReadFrameSize(s.opts.MaxReadFrameSize)
+	c.wfr = http2.NewFramer(&c.wbuf, nil)
+	c.henc = hpack.NewEncoder(&c.hbuf)
+	return c
+}
+
+func (c *conn) maxHeaderBytes() int {
+	if n := c.srv.opts.MaxHeaderBytes; n > 0 {
+		return n
+	}
+	if c.hs != nil && c.hs.MaxHeaderBytes > 0 {
+		return c.hs.MaxHeaderBytes
+	}
+	return http.DefaultMaxHeaderBytes
+}
+
+func (c *conn) idleTimeout() time.Duration {
+	if d := c.srv.opts.IdleTimeout; d > 0 {
+		return d
+	}
+	if c.hs != nil {
+		if c.hs.IdleTimeout > 0 {
+			return c.hs.IdleTimeout
+		}
+		return c.hs.ReadTimeout
+	}
+	return 0
+}
+
+// serve runs the reader until the connection ends, then waits for the
+// writer.
+func (c *conn) serve(sawPreface bool) error {
+	go c.writeLoop()
+	o := c.srv.opts
+	c.mu.Lock()
+	c.ctrl = append(c.ctrl, ctrlFrame{typ: http2.FrameSettings})
+	if inc := o.ConnWindow - 65535; inc > 0 {
+		c.ctrl = append(c.ctrl, ctrlFrame{typ: http2.FrameWindowUpdate, val: uint32(inc)})
+		c.recvWindow += int64(inc)
+	}
+	if d := c.idleTimeout(); d > 0 {
+		c.idleTimer = time.AfterFunc(d, c.onIdle)
+	}
+	c.mu.Unlock()
+	c.kick()
+
+	err := c.readLoop(sawPreface)
+	var ce http2.ConnectionError
+	if errors.As(err, &ce) {
+		c.goAway(http2.ErrCode(ce), true)
+	}
+	c.mu.Lock()
+	fatal := c.fatal
+	c.mu.Unlock()
+	if fatal {
+		// Let the writer send the GOAWAY, then read what the peer still
+		// sends until it closes, so that the GOAWAY is not lost.
+		select {
+		case <-c.writerDone:
+			_ = c.nc.SetReadDeadline(time.Now().Add(lingerTimeout))
+			_, _ = io.CopyN(io.Discard, c.nc, 1<<20)
+		case <-time.After(c.srv.opts.WriteTimeout):
+		}
+	}
+	c.closeNow()
+	<-c.writerDone
+	if errors.Is(err, io.EOF) || errors.Is(err, net.ErrClosed) {
+		return nil
+	}
+	return err
+}
+
+func (c *conn) readLoop(sawPreface bool) error {
+	_ = c.nc.SetReadDeadline(time.Now().Add(prefaceTimeout))
+	if !sawPreface {
+		buf := make([]byte, len(clientPreface))
+		if _, err := io.ReadFull(c.br, buf); err != nil {
+			return err
+		}
+		if string(buf) != clientPreface {
+			return http2.ConnectionError(http2.ErrCodeProtocol)
+		}
+	}
+	first := true
+	for {
+		f, err := c.fr.ReadFrame()
+		if err == nil && first {
+			if sf, ok := f.(*http2.SettingsFrame); !ok || sf.IsAck() {
+				return http2.ConnectionError(http2.ErrCodeProtocol)
+			}
+			first = false
+			_ = c.nc.SetReadDeadline(time.Time{})
+		}
+		if err == nil {
+			err = c.processFrame(f)
+		}
+		if err == nil {
+			continue
+		}
+		var se http2.StreamError
+		if errors.As(err, &se) {
+			if err := c.resetStream(se.StreamID, se.Code); err != nil {
+				return err
+			}
+			continue
+		}
+		return err
+	}
+}
+
+func (c *conn) processFrame(f http2.Frame) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.dead {
+		return errConnClosed
+	}
+	switch f := f.(type) {
+	case *http2.SettingsFrame:
+		return c.processSettings(f)
+	case *http2.MetaHeadersFrame:
+		return c.processHeaders(f)
+	case *http2.DataFrame:
+		return c.processData(f)
+	case *http2.WindowUpdateFrame:
+		return c.processWindowUpdate(f)
+	case *http2.PingFrame:
+		if f.IsAck() {
+			return nil
+		}
+		return c.queueCtrl(ctrlFrame{typ: http2.FramePing, ack: true, data: f.Data})
+	case *http2.RSTStreamFrame:
+		return c.processReset(f)
+	case *http2.GoAwayFrame:
+		// The peer opens no more streams: finish those in flight and close.
+		c.goAwayLocked(http2.ErrCodeNo, false)
+		return nil
+	case *http2.PriorityFrame:
+		if f.StreamDep == f.StreamID {
+			return http2.StreamError{StreamID: f.StreamID, Code: http2.ErrCodeProtocol}
+		}
+		return nil
+	case *http2.PushPromiseFrame, *http2.ContinuationFrame:
+		return http2.ConnectionError(http2.ErrCodeProtocol)
+	default:
+		// Unknown frame types are ignored (RFC 9113 section 4.1).
+		return nil
+	}
+}
+
+// queueCtrl queues a control frame for the writer; a peer that makes the
+// server queue too many without reading them is flooding it.
+func (c *conn) queueCtrl(f ctrlFrame) error {
+	if len(c.ctrl) >= maxQueuedControlFrames {
+		return http2.ConnectionError(http2.ErrCodeEnhanceYourCalm)
+	}
+	c.ctrl = append(c.ctrl, f)
+	c.kick()
+	return nil
+}
+
+func (c *conn) processSettings(f *http2.SettingsFrame) error {
+	if f.IsAck() {
+		return nil
+	}
+	if err := f.ForeachSetting(func(s http2.Setting) error {
+		if err := s.Valid(); err != nil {
+			return err
+		}
+		switch s.ID {
+		case http2.SettingInitialWindowSize:
+			delta := int64(s.Val) - c.peerWindow
+			c.peerWindow = int64(s.Val)
+			for _, st := range c.streams {
+				st.sendWindow += delta
+				if st.sendWindow > maxWindow {
+					return http2.ConnectionError(http2.ErrCodeFlowControl)
+				}
+				if delta > 0 {
+					c.readyLocked(st)
+				}
+			}
+		case http2.SettingMaxFrameSize:
+			c.peerFrame = s.Val
+		case http2.SettingHeaderTableSize:
+			c.henc.SetMaxDynamicTableSizeLimit(s.Val)
+		}
+		return nil
+	}); err != nil {
+		return err
+	}
+	return c.queueCtrl(ctrlFrame{typ: http2.FrameSettings, ack: true})
+}
+
+func (c *conn) processWindowUpdate(f *http2.WindowUpdateFrame) error {
+	if f.StreamID == 0 {
+		c.sendWindow += int64(f.Increment)
+		if c.sendWindow > maxWindow {
+			return http2.ConnectionError(http2.ErrCodeFlowControl)
+		}
+		for _, st := range c.connBlocked {
+			st.blocked = false
+			c.readyLocked(st)
+		}
+		c.connBlocked = c.connBlocked[:0]
+		return nil
+	}
+	st := c.streams[f.StreamID]
+	if st == nil {
+		if f.StreamID > c.lastStreamID {
+			return http2.ConnectionError(http2.ErrCodeProtocol)
+		}
+		return nil
+	}
+	st.sendWindow += int64(f.Increment)
+	if st.sendWindow > maxWindow {
+		return http2.StreamError{StreamID: f.StreamID, Code: http2.ErrCodeFlowControl}
+	}
+	c.readyLocked(st)
+	return nil
+}
+
+func (c *conn) processReset(f *http2.RSTStreamFrame) error {
+	st := c.streams[f.StreamID]
+	if st == nil {
+		if f.StreamID > c.lastStreamID {
+			return http2.ConnectionError(http2.ErrCodeProtocol)
+		}
+		return nil
+	}
+	if st.running {
+		// Rapid reset (CVE-2023-44487): a token bucket of resets of
+		// streams whose handler had not finished.
+		now := time.Now()
+		o := c.srv.opts
+		c.resetTokens = min(float64(o.MaxConcurrentStreams),
+			c.resetTokens+now.Sub(c.resetAt).Seconds()*float64(o.MaxResetsPerSecond))
+		c.resetAt = now
+		c.resetTokens--
+		if c.resetTokens < 0 {
+			c.closeStreamLocked(st, errClientReset)
+			return http2.ConnectionError(http2.ErrCodeEnhanceYourCalm)
+		}
+	}
+	c.closeStreamLocked(st, errClientReset)
+	return nil
+}
+
+// resetStream sends RST_STREAM and forgets the stream.
+func (c *conn) resetStream(id uint32, code http2.ErrCode) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.resetStreamLocked(id, code)
+}
+
+func (c *conn) resetStreamLocked(id uint32, code http2.ErrCode) error {
+	if st := c.streams[id]; st != nil {
+		c.closeStreamLocked(st, fmt.Errorf("%w: %v", ErrStreamClosed, code))
+	}
+	if c.dead {
+		return nil
+	}
+	return c.queueCtrl(ctrlFrame{typ: http2.FrameRSTStream, id: id, code: code})
+}
+
+// closeStreamLocked forgets st: its request's context is cancelled, its
+// body fails with err, its handler's writes fail.
+func (c *conn) closeStreamLocked(st *stream, err error) {
+	if st.closed {
+		return
+	}
+	st.closed = true
+	delete(c.streams, st.id)
+	if st.body != nil {
+		st.body.failLocked(err)
+	}
+	st.out = nil
+	if st.cancel != nil {
+		st.cancel()
+	}
+	st.signal()
+	if len(c.streams) == 0 {
+		if c.goAwaySent {
+			c.kick()
+		} else if c.idleTimer != nil {
+			c.idleTimer.Reset(c.idleTimeout())
+		}
+	}
+}
+
+// readyLocked puts st on the ready list if it has something to send.
+func (c *conn) readyLocked(st *stream) {
+	if st.queued || st.closed || st.blocked {
+		return
+	}
+	if !st.hasControlOutput() && (len(st.out) == 0 || st.sendWindow <= 0) {
+		return
+	}
+	st.queued = true
+	c.ready = append(c.ready, st)
+	c.kick()
+}
+
+func (c *conn) kick() {
+	select {
+	case c.wake <- struct{}{}:
+	default:
+	}
+}
+
+func (c *conn) onIdle() {
+	c.mu.Lock()
+	idle := len(c.streams) == 0 && !c.dead
+	c.mu.Unlock()
+	if idle {
+		c.goAwayGraceful()
+	}
+}
+
+// goAwayGraceful sends GOAWAY with NO_ERROR: the streams in flight
+// finish, new ones are ignored, and the connection closes after the last.
+func (c *conn) goAwayGraceful() { c.goAway(http2.ErrCodeNo, false) }
+
+func (c *conn) goAway(code http2.ErrCode, fatal bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.goAwayLocked(code, fatal)
+}
+
+func (c *conn) goAwayLocked(code http2.ErrCode, fatal bool) {
+	if c.dead || (c.goAwaySent && !fatal) || c.fatal {
+		return
+	}
+	c.goAwaySent = true
+	c.fatal = fatal
+	if fatal {
+		// A connection error: only the GOAWAY goes out.
+		c.ctrl = c.ctrl[:0]
+	}
+	c.ctrl = append(c.ctrl, ctrlFrame{typ: http2.FrameGoAway, val: c.lastStreamID, code: code})
+	c.kick()
+}
+
+// closeNow closes the connection at once and fails every stream.
+func (c *conn) closeNow() {
+	c.mu.Lock()
+	if c.dead {
+		c.mu.Unlock()
+		return
+	}
+	c.dead = true
+	for _, st := range c.streams {
+		c.closeStreamLocked(st, errConnClosed)
+	}
+	if c.idleTimer != nil {
+		c.idleTimer.Stop()
+	}
+	c.mu.Unlock()
+	c.nc.Close()
+	c.kick()
+}

@@ -1,0 +1,62 @@
+package h2srv
+
+import (
+	"context"
+	"net/http"
+	"time"
+)
+
+// stream is one request stream of a connection. Every field is guarded
+// by its connection's mu.
+type stream struct {
+	id uint32
+
+	// sendWindow is what the peer lets the server send on the stream;
+	// recvWindow what the server still lets the peer send, and credit
+	// what the handler has read but not yet returned to the peer.
+	sendWindow int64
+	recvWindow int64
+	credit     int64
+
+	// declaredLen is the request's Content-Length, -1 without one;
+	// recvLen what DATA has carried so far.
+	declaredLen int64
+	recvLen     int64
+
+	remoteClosed bool // the peer sent END_STREAM
+	endSent      bool // the server sent END_STREAM
+	closed       bool // gone from the connection (ended or reset)
+	running      bool // the handler has not returned
+
+	body   *requestBody // nil when the request had no body
+	cancel context.CancelFunc
+
+	// The response: the header block to send (hdrPending), then out,
+	// then, once handlerDone, trailers or an empty END_STREAM.
+	hdrPending  bool
+	status      int
+	header      http.Header
+	out         []byte
+	handlerDone bool
+	trailers    http.Header
+
+	queued  bool          // on the connection's ready list
+	blocked bool          // waits for the connection's send window
+	wake    chan struct{} // wakes the handler waiting to write
+
+	writeDeadline time.Time
+	readDeadline  time.Time
+}
+
+func (st *stream) signal() {
+	select {
+	case st.wake <- struct{}{}:
+	default:
+	}
+}
+
+// hasOutput reports whether the writer has something to send now that
+// does not need the send windows.
+func (st *stream) hasControlOutput() bool {
+	return st.hdrPending || (st.handlerDone && len(st.out) == 0 && !st.endSent)
+}

@@ -209,6 +209,9 @@ func (c *conn) readLoop(sawPreface bool) error {
 		if err == nil {
 			continue
 		}
+		if errors.Is(err, http2.ErrFrameTooLarge) {
+			return http2.ConnectionError(http2.ErrCodeFrameSize)
+		}
 		var se http2.StreamError
 		if errors.As(err, &se) {
 			if err := c.resetStream(se.StreamID, se.Code); err != nil {

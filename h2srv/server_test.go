@@ -100,6 +100,9 @@ func echoHandler() http.Handler {
 			io.WriteString(w, "body")
 			w.Header().Set("X-Sum", "42")
 		default:
+			// Read the body first, so that a malformed one resets the
+			// stream before the response ends it.
+			io.Copy(io.Discard, r.Body)
 			w.Header().Set("X-Method", r.Method)
 			fmt.Fprintf(w, "%s %s %s %s", r.Method, r.URL.RequestURI(), r.Host, r.Header.Get("X-A"))
 		}

@@ -28,6 +28,9 @@ const (
 	responseBuffer = 16 << 10
 	// writeBatch is how many bytes the writer gathers for one write(2).
 	writeBatch = 64 << 10
+	// keptOutBuffer is the capacity of a drained response buffer past
+	// which it is released rather than kept for the next write.
+	keptOutBuffer = 1 << 10
 )
 
 // Errors returned by the server and its ResponseWriter.

@@ -128,16 +128,18 @@ func (c *conn) writeStreamLocked(st *stream) bool {
 	if len(st.out) > 0 {
 		n := min(int64(len(st.out)), int64(c.peerFrame), st.sendWindow, c.sendWindow)
 		if n <= 0 {
-			if c.sendWindow <= 0 && st.sendWindow > 0 && !st.blocked {
-				st.blocked = true
-				c.connBlocked = append(c.connBlocked, st)
-			}
-			return false
+			return c.queueBlocked(st)
 		}
 		end := st.handlerDone && n == int64(len(st.out)) && st.trailers == nil
 		_ = c.wfr.WriteData(st.id, end, st.out[:n])
-		st.out = st.out[n:]
-		if len(st.out) == 0 {
+		switch {
+		case n < int64(len(st.out)):
+			st.out = st.out[n:]
+		case cap(st.out) <= keptOutBuffer:
+			// An idle stream keeps a small buffer for its next event, not
+			// a large one.
+			st.out = st.out[:0]
+		default:
 			st.out = nil
 		}
 		st.sendWindow -= n

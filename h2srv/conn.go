@@ -48,6 +48,7 @@ type ctrlFrame struct {
 // writeLoop; handlers run on their own goroutines.
 type conn struct {
 	srv      *Server
+	opts     Options
 	hs       *http.Server
 	nc       net.Conn
 	tlsConn  *tls.Conn
@@ -87,14 +88,20 @@ type conn struct {
 	idleTimer    *time.Timer
 	resetTokens  float64
 	resetAt      time.Time
+	lastRead     time.Time   // when the last frame was read
+	pingTimer    *time.Timer // nil without Options.PingInterval
+	pingSent     time.Time   // zero when no PING waits for its ACK
 }
 
+// pingData is the payload of the server's PINGs.
+var pingData = [8]byte{'w', 'a', 't', 'c', 'h', 'g', 't', 'e'}
+
 func newConn(s *Server, hs *http.Server, nc net.Conn, tc *tls.Conn, h http.Handler, base context.Context) *conn {
-	c := &conn{srv: s, hs: hs, nc: nc, tlsConn: tc, handler: h, base: base,
+	c := &conn{srv: s, opts: resolve(s.opts, hs), hs: hs, nc: nc, tlsConn: tc, handler: h, base: base,
 		wake: make(chan struct{}, 1), writerDone: make(chan struct{}),
 		streams: map[uint32]*stream{}, sendWindow: 65535, peerWindow: 65535,
 		peerFrame: 16384, recvWindow: 65535,
-		resetTokens: float64(s.opts.MaxConcurrentStreams), resetAt: time.Now()}
+		resetTokens: float64(resolve(s.opts, hs).MaxConcurrentStreams), resetAt: time.Now()}
 	if a := nc.RemoteAddr(); a != nil {
 		c.remote = a.String()
 	}
@@ -110,40 +117,21 @@ func newConn(s *Server, hs *http.Server, nc net.Conn, tc *tls.Conn, h http.Handl
 	c.fr = http2.NewFramer(nil, c.br)
 	c.fr.ReadMetaHeaders = hpack.NewDecoder(4096, nil)
 	c.fr.MaxHeaderListSize = uint32(c.maxHeaderBytes())
-	c.fr.SetMaxReadFrameSize(s.opts.MaxReadFrameSize)
+	c.fr.SetMaxReadFrameSize(c.opts.MaxReadFrameSize)
 	c.wfr = http2.NewFramer(&c.wbuf, nil)
 	c.henc = hpack.NewEncoder(&c.hbuf)
 	return c
 }
 
-func (c *conn) maxHeaderBytes() int {
-	if n := c.srv.opts.MaxHeaderBytes; n > 0 {
-		return n
-	}
-	if c.hs != nil && c.hs.MaxHeaderBytes > 0 {
-		return c.hs.MaxHeaderBytes
-	}
-	return http.DefaultMaxHeaderBytes
-}
+func (c *conn) maxHeaderBytes() int { return c.opts.MaxHeaderBytes }
 
-func (c *conn) idleTimeout() time.Duration {
-	if d := c.srv.opts.IdleTimeout; d > 0 {
-		return d
-	}
-	if c.hs != nil {
-		if c.hs.IdleTimeout > 0 {
-			return c.hs.IdleTimeout
-		}
-		return c.hs.ReadTimeout
-	}
-	return 0
-}
+func (c *conn) idleTimeout() time.Duration { return c.opts.IdleTimeout }
 
 // serve runs the reader until the connection ends, then waits for the
 // writer.
 func (c *conn) serve(sawPreface bool) error {
 	go c.writeLoop()
-	o := c.srv.opts
+	o := c.opts
 	c.mu.Lock()
 	c.ctrl = append(c.ctrl, ctrlFrame{typ: http2.FrameSettings})
 	if inc := o.ConnWindow - 65535; inc > 0 {
@@ -152,6 +140,10 @@ func (c *conn) serve(sawPreface bool) error {
 	}
 	if d := c.idleTimeout(); d > 0 {
 		c.idleTimer = time.AfterFunc(d, c.onIdle)
+	}
+	c.lastRead = time.Now()
+	if d := o.PingInterval; d > 0 {
+		c.pingTimer = time.AfterFunc(d, c.onPingTimer)
 	}
 	c.mu.Unlock()
 	c.kick()
@@ -171,7 +163,7 @@ func (c *conn) serve(sawPreface bool) error {
 		case <-c.writerDone:
 			_ = c.nc.SetReadDeadline(time.Now().Add(lingerTimeout))
 			_, _ = io.CopyN(io.Discard, c.nc, 1<<20)
-		case <-time.After(c.srv.opts.WriteTimeout):
+		case <-time.After(c.opts.WriteTimeout):
 		}
 	}
 	c.closeNow()
@@ -229,6 +221,9 @@ func (c *conn) processFrame(f http2.Frame) error {
 	if c.dead {
 		return errConnClosed
 	}
+	if c.pingTimer != nil {
+		c.lastRead = time.Now()
+	}
 	switch f := f.(type) {
 	case *http2.SettingsFrame:
 		return c.processSettings(f)
@@ -240,6 +235,9 @@ func (c *conn) processFrame(f http2.Frame) error {
 		return c.processWindowUpdate(f)
 	case *http2.PingFrame:
 		if f.IsAck() {
+			if f.Data == pingData {
+				c.pingSent = time.Time{}
+			}
 			return nil
 		}
 		return c.queueCtrl(ctrlFrame{typ: http2.FramePing, ack: true, data: f.Data})
@@ -346,7 +344,7 @@ func (c *conn) processReset(f *http2.RSTStreamFrame) error {
 		// Rapid reset (CVE-2023-44487): a token bucket of resets of
 		// streams whose handler had not finished.
 		now := time.Now()
-		o := c.srv.opts
+		o := c.opts
 		c.resetTokens = min(float64(o.MaxConcurrentStreams),
 			c.resetTokens+now.Sub(c.resetAt).Seconds()*float64(o.MaxResetsPerSecond))
 		c.resetAt = now
@@ -431,6 +429,36 @@ func (c *conn) onIdle() {
 	}
 }
 
+// onPingTimer sends a PING after PingInterval of silence, and closes the
+// connection when a PING has waited PingTimeout for its ACK.
+func (c *conn) onPingTimer() {
+	c.mu.Lock()
+	if c.dead {
+		c.mu.Unlock()
+		return
+	}
+	now := time.Now()
+	if !c.pingSent.IsZero() {
+		if wait := c.pingSent.Add(c.opts.PingTimeout).Sub(now); wait > 0 {
+			c.pingTimer.Reset(wait)
+			c.mu.Unlock()
+			return
+		}
+		c.mu.Unlock()
+		c.closeNow()
+		return
+	}
+	if idle := now.Sub(c.lastRead); idle < c.opts.PingInterval {
+		c.pingTimer.Reset(c.opts.PingInterval - idle)
+		c.mu.Unlock()
+		return
+	}
+	c.pingSent = now
+	_ = c.queueCtrl(ctrlFrame{typ: http2.FramePing, data: pingData})
+	c.pingTimer.Reset(c.opts.PingTimeout)
+	c.mu.Unlock()
+}
+
 // goAwayGraceful sends GOAWAY with NO_ERROR: the streams in flight
 // finish, new ones are ignored, and the connection closes after the last.
 func (c *conn) goAwayGraceful() { c.goAway(http2.ErrCodeNo, false) }
@@ -468,6 +496,9 @@ func (c *conn) closeNow() {
 	}
 	if c.idleTimer != nil {
 		c.idleTimer.Stop()
+	}
+	if c.pingTimer != nil {
+		c.pingTimer.Stop()
 	}
 	c.mu.Unlock()
 	c.nc.Close()

@@ -5,6 +5,7 @@ import (
 	"io"
 	"net/http"
 	"os"
+	"strings"
 	"testing"
 	"time"
 
@@ -132,4 +133,44 @@ func TestRequestBodyCancel(t *testing.T) {
 		t.Fatal("body read hangs after RST_STREAM")
 	}
 	rc.expectAlive()
+}
+
+// TestPing checks that a silent connection gets a PING, and is closed
+// when the PING is not acknowledged.
+func TestPing(t *testing.T) {
+	ts := newTestServer(t, echoHandler(), Options{PingInterval: 100 * time.Millisecond, PingTimeout: 200 * time.Millisecond}, false)
+	rc := dialRaw(t, ts)
+	for range 2 {
+		f := rc.expect(func(f http2.Frame) bool { p, ok := f.(*http2.PingFrame); return ok && !p.IsAck() }).(*http2.PingFrame)
+		rc.fr.WritePing(true, f.Data)
+	}
+	rc.expect(func(f http2.Frame) bool { p, ok := f.(*http2.PingFrame); return ok && !p.IsAck() })
+	start := time.Now()
+	rc.expectClose()
+	if d := time.Since(start); d < 100*time.Millisecond {
+		t.Errorf("closed %v after an unanswered PING", d)
+	}
+}
+
+// TestRequestTrailers checks that a request's declared trailers reach
+// the handler after its body.
+func TestRequestTrailers(t *testing.T) {
+	got := make(chan string, 1)
+	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.Copy(io.Discard, r.Body)
+		got <- r.Trailer.Get("X-Check")
+	})
+	ts := newTestServer(t, h, Options{}, false)
+	req, _ := http.NewRequest("POST", ts.URL, io.NopCloser(strings.NewReader("body")))
+	req.Trailer = http.Header{"X-Check": nil}
+	req.ContentLength = -1
+	req.Trailer.Set("X-Check", "ok")
+	resp, err := ts.client.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if v := <-got; v != "ok" {
+		t.Errorf("trailer %q, want ok", v)
+	}
 }

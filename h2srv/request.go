@@ -31,7 +31,7 @@ func (c *conn) processHeaders(f *http2.MetaHeadersFrame) error {
 		return nil
 	}
 	c.lastStreamID = id
-	o := c.srv.opts
+	o := c.opts
 	if len(c.streams) >= int(o.MaxConcurrentStreams) {
 		return http2.StreamError{StreamID: id, Code: http2.ErrCodeRefusedStream}
 	}
@@ -57,7 +57,7 @@ func (c *conn) processHeaders(f *http2.MetaHeadersFrame) error {
 		req.ContentLength = 0
 		req.Body = http.NoBody
 	} else {
-		st.body = &requestBody{c: c, st: st, wait: make(chan struct{}, 1)}
+		st.body = &requestBody{c: c, st: st, wait: make(chan struct{}, 1), trailer: req.Trailer}
 		req.Body = st.body
 	}
 	ctx, cancel := context.WithCancel(c.base)
@@ -257,7 +257,7 @@ func (c *conn) processData(f *http2.DataFrame) error {
 // the connection and of st (nil: the connection only), in WINDOW_UPDATE
 // frames once half a window has been consumed.
 func (c *conn) creditLocked(st *stream, n int64) {
-	o := c.srv.opts
+	o := c.opts
 	c.connCredit += n
 	if c.connCredit >= min(int64(o.ConnWindow)/2, 4<<20) {
 		c.recvWindow += c.connCredit

@@ -1,6 +1,7 @@
 package h2srv
 
 import (
+	"cmp"
 	"context"
 	"crypto/tls"
 	"errors"
@@ -18,6 +19,7 @@ const (
 	DefaultWriteTimeout         = 10 * time.Second
 	DefaultMaxReadFrameSize     = 1 << 20
 	DefaultMaxResetsPerSecond   = 100
+	DefaultPingTimeout          = 15 * time.Second
 	// maxQueuedControlFrames bounds the control frames (SETTINGS and PING
 	// acknowledgements, RST_STREAM, WINDOW_UPDATE) waiting for the writer:
 	// a peer that makes more than this many without reading is flooding.
@@ -55,7 +57,11 @@ var (
 type Options struct {
 	// MaxConcurrentStreams is the number of streams a peer may have open
 	// at once on one connection (SETTINGS_MAX_CONCURRENT_STREAMS); a
-	// stream over it is refused with REFUSED_STREAM. Default 250.
+	// stream over it is refused with REFUSED_STREAM. Default: the
+	// http.Server's HTTP2.MaxConcurrentStreams, else 250. So for the
+	// windows, MaxReadFrameSize and WriteTimeout, whose defaults come from
+	// HTTP2.MaxReceiveBufferPerStream, MaxReceiveBufferPerConnection,
+	// MaxReadFrameSize and WriteByteTimeout.
 	MaxConcurrentStreams uint32
 	// MaxHeaderBytes limits a request's header list (as HPACK counts it,
 	// SETTINGS_MAX_HEADER_LIST_SIZE). Default: the http.Server's
@@ -75,6 +81,13 @@ type Options struct {
 	// WriteTimeout bounds each write(2) of a batch of frames; a connection
 	// whose peer does not read for that long is closed. Default 10 s.
 	WriteTimeout time.Duration
+	// PingInterval is how long a connection may stay silent before the
+	// server sends a PING; a PING not acknowledged within PingTimeout
+	// closes the connection. Defaults: the http.Server's
+	// HTTP2.SendPingTimeout (zero: no PING) and HTTP2.PingTimeout, else
+	// 15 s.
+	PingInterval time.Duration
+	PingTimeout  time.Duration
 	// MaxResetsPerSecond is the rate at which a peer may reset streams
 	// whose handler has not finished (the rapid reset attack,
 	// CVE-2023-44487), with a burst of MaxConcurrentStreams; past it the
@@ -104,30 +117,57 @@ type Server struct {
 // handler net/http hands over with each connection (the http.Server's
 // Handler).
 func New(h http.Handler, opts Options) *Server {
-	if opts.MaxConcurrentStreams == 0 {
-		opts.MaxConcurrentStreams = DefaultMaxConcurrentStreams
-	}
-	if opts.StreamWindow <= 0 {
-		opts.StreamWindow = DefaultStreamWindow
-	}
-	if opts.ConnWindow <= 0 {
-		opts.ConnWindow = DefaultConnWindow
-	}
-	if opts.ConnWindow < opts.StreamWindow {
-		opts.ConnWindow = opts.StreamWindow
-	}
-	if opts.MaxReadFrameSize == 0 {
-		opts.MaxReadFrameSize = DefaultMaxReadFrameSize
-	}
-	opts.MaxReadFrameSize = min(max(opts.MaxReadFrameSize, 1<<14), 1<<24-1)
-	if opts.WriteTimeout <= 0 {
-		opts.WriteTimeout = DefaultWriteTimeout
-	}
-	if opts.MaxResetsPerSecond <= 0 {
-		opts.MaxResetsPerSecond = DefaultMaxResetsPerSecond
-	}
 	return &Server{handler: h, opts: opts, conns: map[*conn]struct{}{},
 		shutdown: make(chan struct{}), hooked: map[*http.Server]bool{}}
+}
+
+// resolve fills the zero fields of o from the http.Server's HTTP2 config
+// (hs may be nil), then with the defaults.
+func resolve(o Options, hs *http.Server) Options {
+	var hc http.HTTP2Config
+	if hs != nil {
+		if hs.HTTP2 != nil {
+			hc = *hs.HTTP2
+		}
+		if o.MaxHeaderBytes <= 0 {
+			o.MaxHeaderBytes = hs.MaxHeaderBytes
+		}
+		if o.IdleTimeout <= 0 {
+			o.IdleTimeout = cmp.Or(hs.IdleTimeout, hs.ReadTimeout)
+		}
+	}
+	if o.MaxConcurrentStreams == 0 {
+		o.MaxConcurrentStreams = uint32(max(0, hc.MaxConcurrentStreams))
+	}
+	o.MaxConcurrentStreams = cmp.Or(o.MaxConcurrentStreams, DefaultMaxConcurrentStreams)
+	if o.MaxHeaderBytes <= 0 {
+		o.MaxHeaderBytes = http.DefaultMaxHeaderBytes
+	}
+	if o.StreamWindow <= 0 {
+		o.StreamWindow = int32(min(max(0, hc.MaxReceiveBufferPerStream), maxWindow))
+	}
+	o.StreamWindow = max(cmp.Or(o.StreamWindow, DefaultStreamWindow), 65535)
+	if o.ConnWindow <= 0 {
+		o.ConnWindow = int32(min(max(0, hc.MaxReceiveBufferPerConnection), maxWindow))
+	}
+	o.ConnWindow = max(cmp.Or(o.ConnWindow, DefaultConnWindow), o.StreamWindow)
+	if o.MaxReadFrameSize == 0 {
+		o.MaxReadFrameSize = uint32(max(0, hc.MaxReadFrameSize))
+	}
+	o.MaxReadFrameSize = min(max(cmp.Or(o.MaxReadFrameSize, DefaultMaxReadFrameSize), 1<<14), 1<<24-1)
+	if o.WriteTimeout <= 0 {
+		o.WriteTimeout = cmp.Or(hc.WriteByteTimeout, DefaultWriteTimeout)
+	}
+	if o.PingInterval == 0 {
+		o.PingInterval = hc.SendPingTimeout
+	}
+	if o.PingTimeout <= 0 {
+		o.PingTimeout = cmp.Or(hc.PingTimeout, DefaultPingTimeout)
+	}
+	if o.MaxResetsPerSecond <= 0 {
+		o.MaxResetsPerSecond = DefaultMaxResetsPerSecond
+	}
+	return o
 }
 
 // TLSNextProto returns the entries to set in http.Server.TLSNextProto:

@@ -35,7 +35,7 @@ func (c *conn) writeLoop() {
 		last := c.doneLocked()
 		c.mu.Unlock()
 		if c.wbuf.Len() > 0 {
-			_ = c.nc.SetWriteDeadline(time.Now().Add(c.srv.opts.WriteTimeout))
+			_ = c.nc.SetWriteDeadline(time.Now().Add(c.opts.WriteTimeout))
 			if _, err := c.nc.Write(c.wbuf.Bytes()); err != nil {
 				c.closeNow()
 				return
@@ -64,7 +64,7 @@ func (c *conn) doneLocked() bool {
 }
 
 func (c *conn) fillLocked() {
-	o := c.srv.opts
+	o := c.opts
 	for _, f := range c.ctrl {
 		switch f.typ {
 		case http2.FrameSettings:
@@ -79,7 +79,7 @@ func (c *conn) fillLocked() {
 				http2.Setting{ID: http2.SettingInitialWindowSize, Val: uint32(o.StreamWindow)},
 			)
 		case http2.FramePing:
-			_ = c.wfr.WritePing(true, f.data)
+			_ = c.wfr.WritePing(f.ack, f.data)
 		case http2.FrameWindowUpdate:
 			_ = c.wfr.WriteWindowUpdate(f.id, f.val)
 		case http2.FrameRSTStream:

@@ -70,6 +70,12 @@ type conn struct {
 	wake       chan struct{}
 	writerDone chan struct{}
 
+	// pmu guards pending: streams whose Source called ready, for the
+	// writer to take (spare is the other half of the double buffer).
+	pmu     sync.Mutex
+	pending []*stream
+	spare   []*stream
+
 	mu           sync.Mutex
 	streams      map[uint32]*stream
 	lastStreamID uint32
@@ -88,6 +94,7 @@ type conn struct {
 	idleTimer    *time.Timer
 	resetTokens  float64
 	resetAt      time.Time
+	obuf         []byte      // the writer's buffer for a source's frame
 	lastRead     time.Time   // when the last frame was read
 	pingTimer    *time.Timer // nil without Options.PingInterval
 	pingSent     time.Time   // zero when no PING waits for its ACK
@@ -387,6 +394,10 @@ func (c *conn) closeStreamLocked(st *stream, err error) {
 		st.body.failLocked(err)
 	}
 	st.out = nil
+	if st.src != nil {
+		st.src.Close()
+		st.src = nil
+	}
 	if st.cancel != nil {
 		st.cancel()
 	}
@@ -405,7 +416,7 @@ func (c *conn) readyLocked(st *stream) {
 	if st.queued || st.closed || st.blocked {
 		return
 	}
-	if !st.hasControlOutput() && (len(st.out) == 0 || st.sendWindow <= 0) {
+	if !st.hasControlOutput() && ((len(st.out) == 0 && !st.srcReady) || st.sendWindow <= 0) {
 		return
 	}
 	st.queued = true

@@ -28,6 +28,7 @@ type responseWriter struct {
 	wroteHeader bool
 	committed   bool
 	bodyless    bool // HEAD, 204 or 304: the body is discarded
+	detached    bool // the body comes from a Source
 	buf         []byte
 }
 
@@ -277,7 +278,7 @@ func (c *conn) runHandler(st *stream, req *http.Request, h http.Handler) {
 				_ = c.resetStreamLocked(st.id, http2.ErrCodeInternal)
 			}
 			c.mu.Unlock()
-		} else {
+		} else if !w.detached {
 			w.finish()
 		}
 		c.mu.Lock()

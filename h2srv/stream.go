@@ -40,6 +40,13 @@ type stream struct {
 	handlerDone bool
 	trailers    http.Header
 
+	// src supplies the body after Detach; srcReady says it may have
+	// bytes, srcFlag that ready was called and the writer has not taken
+	// the stream yet.
+	src      Source
+	srcReady bool
+	srcFlag  srcFlag
+
 	queued  bool          // on the connection's ready list
 	blocked bool          // waits for the connection's send window
 	wake    chan struct{} // wakes the handler waiting to write

@@ -21,7 +21,7 @@ func (c *conn) writeLoop() {
 	defer close(c.writerDone)
 	for {
 		c.mu.Lock()
-		for !c.dead && len(c.ctrl) == 0 && len(c.ready) == 0 && !c.doneLocked() {
+		for !c.dead && len(c.ctrl) == 0 && len(c.ready) == 0 && !c.doneLocked() && !c.hasPending() {
 			c.mu.Unlock()
 			<-c.wake
 			c.mu.Lock()
@@ -94,6 +94,7 @@ func (c *conn) fillLocked() {
 		c.ready = c.ready[:0]
 		return
 	}
+	c.takePendingLocked()
 	for len(c.ready) > 0 && c.wbuf.Len() < writeBatch {
 		st := c.ready[0]
 		c.ready[0] = nil
@@ -152,6 +153,12 @@ func (c *conn) writeStreamLocked(st *stream) bool {
 		if len(st.out) > 0 {
 			return st.sendWindow > 0 && c.sendWindow > 0 || c.queueBlocked(st)
 		}
+	}
+	if st.src != nil {
+		if len(st.out) > 0 || !st.srcReady {
+			return false
+		}
+		return c.writeSourceLocked(st)
 	}
 	if st.handlerDone && len(st.out) == 0 && !st.endSent {
 		if st.trailers != nil {

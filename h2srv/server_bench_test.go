@@ -3,12 +3,14 @@ package h2srv
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
 	"net/http/httptest"
 	"runtime"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -59,6 +61,7 @@ func dialBench(b *testing.B, addr string) *benchConn {
 	b.Cleanup(func() { nc.Close() })
 	bc := &benchConn{nc: nc, fr: http2.NewFramer(nc, nc)}
 	bc.fr.ReadMetaHeaders = hpack.NewDecoder(4096, nil)
+	bc.fr.SetReuseFrames()
 	bc.henc = hpack.NewEncoder(&bc.hbuf)
 	io.WriteString(nc, clientPreface)
 	bc.fr.WriteSettings(http2.Setting{ID: http2.SettingInitialWindowSize, Val: 1 << 30})
@@ -229,6 +232,113 @@ func BenchmarkFanOut(b *testing.B) {
 			for i := range streams {
 				bc.fr.WriteRSTStream(uint32(2*i+1), http2.ErrCodeCancel)
 			}
+		})
+	}
+}
+
+// eventSource is a Source of copies of one event, as a watch's queue of
+// pre-encoded events.
+type eventSource struct {
+	event   []byte
+	pending atomic.Int64
+	ready   func()
+}
+
+func (s *eventSource) Fill(dst []byte, max int) ([]byte, bool) {
+	for s.pending.Load() > 0 && len(s.event) <= max {
+		dst = append(dst, s.event...)
+		max -= len(s.event)
+		s.pending.Add(-1)
+	}
+	return dst, false
+}
+
+func (s *eventSource) Close() {}
+
+// detachedHandler detaches every stream to an eventSource it registers.
+func detachedHandler(event []byte, reg func(*eventSource)) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/event-stream")
+		w.WriteHeader(200)
+		io.WriteString(w, "retry: 2000\n\n")
+		src := &eventSource{event: event}
+		ready, err := Detach(w, src)
+		if err != nil {
+			panic(err)
+		}
+		src.ready = ready
+		reg(src)
+	})
+}
+
+// BenchmarkIdleStreamDetached is BenchmarkIdleStream for streams whose
+// handler detached them to a Source and returned.
+func BenchmarkIdleStreamDetached(b *testing.B) {
+	var mu sync.Mutex
+	var srcs []*eventSource
+	ts := benchServer(b, "h2srv", detachedHandler(nil, func(s *eventSource) {
+		mu.Lock()
+		srcs = append(srcs, s)
+		mu.Unlock()
+	}), 1<<20)
+	bc := dialBench(b, ts.Listener.Addr().String())
+	before := liveBytes()
+	b.ReportAllocs()
+	b.ResetTimer()
+	for i := range b.N {
+		id := uint32(2*i + 1)
+		bc.get(id, "/watch")
+		bc.readUntil(b, func(f http2.Frame) bool {
+			d, ok := f.(*http2.DataFrame)
+			return ok && d.StreamID == id
+		})
+	}
+	b.StopTimer()
+	after := liveBytes()
+	b.ReportMetric(float64(after-before)/float64(b.N), "B/stream")
+}
+
+// BenchmarkFanOutDetached is BenchmarkFanOut for detached streams: an op
+// queues one event on every stream's Source and calls its ready.
+func BenchmarkFanOutDetached(b *testing.B) {
+	event := []byte("id: 42\nevent: put\ndata: {\"key\":\"config/a\",\"value\":\"on\",\"create_revision\":5,\"mod_revision\":42,\"version\":3}\n\n")
+	for _, streams := range []int{1000, 10000} {
+		b.Run(fmt.Sprint(streams), func(b *testing.B) {
+			var mu sync.Mutex
+			var srcs []*eventSource
+			ts := benchServer(b, "h2srv", detachedHandler(event, func(s *eventSource) {
+				mu.Lock()
+				srcs = append(srcs, s)
+				mu.Unlock()
+			}), streams)
+			bc := dialBench(b, ts.Listener.Addr().String())
+			for i := range streams {
+				bc.get(uint32(2*i+1), "/watch")
+			}
+			n := 0
+			bc.readUntil(b, func(f http2.Frame) bool {
+				if d, ok := f.(*http2.DataFrame); ok && len(d.Data()) > 0 {
+					n++
+				}
+				return n == streams
+			})
+			b.ReportAllocs()
+			b.ResetTimer()
+			for range b.N {
+				for _, s := range srcs {
+					s.pending.Add(1)
+					s.ready()
+				}
+				got := 0
+				bc.readUntil(b, func(f http2.Frame) bool {
+					if d, ok := f.(*http2.DataFrame); ok && len(d.Data()) > 0 {
+						got++
+					}
+					return got == streams
+				})
+			}
+			b.StopTimer()
+			b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*streams), "ns/delivery")
 		})
 	}
 }

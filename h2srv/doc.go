@@ -12,7 +12,8 @@
 //	h2.Shutdown(ctx)  // waits for the handlers
 //
 // It exists so that a watch stream can cost a small struct rather than a
-// goroutine with its stack and buffers (see "Watch streams" below).
+// goroutine with its stack and buffers (see "Streams without a
+// goroutine" below).
 //
 // # Connections
 //
@@ -54,37 +55,25 @@
 // Informational (1xx) responses, server push and extended CONNECT are
 // not supported.
 //
-// # Watch streams (not built yet)
+// # Streams without a goroutine
 //
-// The next step is a stream with no goroutine: a watch request is
-// recognised on the reader (a Hook in Options decides from the request
-// whether it is a watch and opens the hub's stream), and the stream
-// struct keeps the hub stream, its resume position and its send window:
+// A handler may hand the rest of its response to a Source with Detach
+// and return: the stream stays open as a struct on its connection, and
+// the connection's writer calls Source.Fill straight into its write
+// buffer, behind a 9-byte DATA header, up to min(stream window,
+// connection window, MAX_FRAME_SIZE). The Source's ready function (for a
+// watch, the hub's StreamOptions.OnReady, called when the stream's queue
+// goes from empty to non-empty) puts the stream on a pending list under
+// its own small lock and wakes the writer; it never takes the
+// connection's lock, so it may be called from within Fill. A stream out
+// of window keeps its bytes in the Source (for a watch, the hub's bounded
+// queue, then victim and catch-up as today) and is made ready again by
+// WINDOW_UPDATE. The Source is closed when it reports the end, when the
+// peer resets the stream and when the connection closes.
 //
-//	// A WatchSource is a stream of pre-encoded event bytes (the hub's
-//	// watchhub.Stream behind an SSE encoder).
-//	type WatchSource interface {
-//		// Next appends the next events' wire bytes to dst, at most max
-//		// bytes of them, and reports whether the source has ended.
-//		Next(dst []byte, max int) (out []byte, ended bool)
-//		// Close releases the hub's stream.
-//		Close()
-//	}
-//
-//	// OpenWatch decides, on the reader, whether r is a watch: it returns
-//	// the response's status and header and the source, or ok false to
-//	// run the ordinary handler.
-//	OpenWatch func(r *http.Request, ready func()) (status int, h http.Header, src WatchSource, ok bool)
-//
-// The hub calls ready (StreamOptions.OnReady, a hook called when the
-// stream's queue goes from empty to non-empty) to put the stream on the
-// connection's ready list and wake the writer, exactly as a flushing
-// handler does now through readyLocked. The writer, for a ready watch
-// stream, calls Next straight into its write buffer behind a 9-byte DATA
-// header, up to min(stream window, connection window, MAX_FRAME_SIZE):
-// no copy into a per-stream buffer and no goroutine. A stream out of
-// window keeps its events in the hub's bounded queue (then victim and
-// catch-up, as today) and is put back on the ready list by WINDOW_UPDATE.
-// Heartbeats and bookmarks come from one timer wheel per connection; a
-// stream whose window stays at zero for the write timeout is reset.
+// What a watch needs on top (not built yet): a Source over a
+// watchhub.Stream that encodes its events as SSE; the hub's OnReady hook;
+// heartbeats and bookmarks from one timer wheel per connection rather
+// than a timer per stream; and a stream whose window stays at zero for
+// the write timeout reset by the writer.
 package h2srv

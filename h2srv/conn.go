@@ -125,6 +125,13 @@ func newConn(s *Server, hs *http.Server, nc net.Conn, tc *tls.Conn, h http.Handl
 	c.fr.ReadMetaHeaders = hpack.NewDecoder(4096, nil)
 	c.fr.MaxHeaderListSize = uint32(c.maxHeaderBytes())
 	c.fr.SetMaxReadFrameSize(c.opts.MaxReadFrameSize)
+	// The server's connection preface comes first, before a GOAWAY that
+	// a shutdown may queue as soon as the connection is known.
+	c.ctrl = append(c.ctrl, ctrlFrame{typ: http2.FrameSettings})
+	if inc := c.opts.ConnWindow - 65535; inc > 0 {
+		c.ctrl = append(c.ctrl, ctrlFrame{typ: http2.FrameWindowUpdate, val: uint32(inc)})
+		c.recvWindow += int64(inc)
+	}
 	c.wfr = http2.NewFramer(&c.wbuf, nil)
 	c.henc = hpack.NewEncoder(&c.hbuf)
 	return c
@@ -140,17 +147,15 @@ func (c *conn) serve(sawPreface bool) error {
 	go c.writeLoop()
 	o := c.opts
 	c.mu.Lock()
-	c.ctrl = append(c.ctrl, ctrlFrame{typ: http2.FrameSettings})
-	if inc := o.ConnWindow - 65535; inc > 0 {
-		c.ctrl = append(c.ctrl, ctrlFrame{typ: http2.FrameWindowUpdate, val: uint32(inc)})
-		c.recvWindow += int64(inc)
-	}
 	if d := c.idleTimeout(); d > 0 {
 		c.idleTimer = time.AfterFunc(d, c.onIdle)
 	}
 	c.lastRead = time.Now()
 	if d := o.PingInterval; d > 0 {
 		c.pingTimer = time.AfterFunc(d, c.onPingTimer)
+	}
+	if isClosed(c.srv.shutdown) {
+		c.goAwayLocked(http2.ErrCodeNo, false)
 	}
 	c.mu.Unlock()
 	c.kick()

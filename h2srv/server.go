@@ -231,7 +231,6 @@ func (s *Server) serve(hs *http.Server, nc net.Conn, tc *tls.Conn, h http.Handle
 	c := newConn(s, hs, nc, tc, h, base)
 	s.conns[c] = struct{}{}
 	s.connWG.Add(1)
-	shuttingDown := isClosed(s.shutdown)
 	s.mu.Unlock()
 	defer func() {
 		s.mu.Lock()
@@ -239,9 +238,6 @@ func (s *Server) serve(hs *http.Server, nc net.Conn, tc *tls.Conn, h http.Handle
 		s.mu.Unlock()
 		s.connWG.Done()
 	}()
-	if shuttingDown {
-		c.goAwayGraceful()
-	}
 	return c.serve(sawPreface)
 }
 

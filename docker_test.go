@@ -12,6 +12,8 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+
+	"github.com/watchgate/watchgate/internal/testbin"
 )
 
 // dockerInstr is one instruction of a Dockerfile: its keyword and the rest
@@ -230,7 +232,7 @@ func TestDockerfile(t *testing.T) {
 		t.Fatal(err)
 	}
 	addrc := make(chan string, 1)
-	logs := &syncBuffer{}
+	logs := &testbin.LogBuffer{}
 	go scanLogs(stderr, addrc, logs)
 	addr, ok := <-addrc
 	if !ok {

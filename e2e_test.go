@@ -2,7 +2,6 @@ package main
 
 import (
 	"bufio"
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -11,7 +10,6 @@ import (
 	"net/http"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
@@ -21,71 +19,21 @@ import (
 	"time"
 
 	"github.com/coder/websocket"
-)
 
-var (
-	binOnce sync.Once
-	binDir  string
-	binPath string
-	binErr  error
+	"github.com/watchgate/watchgate/internal/testbin"
 )
 
 func TestMain(m *testing.M) {
 	code := m.Run()
-	if binDir != "" {
-		os.RemoveAll(binDir)
-	}
+	testbin.Cleanup()
 	os.Exit(code)
-}
-
-// buildBinary builds the watchgate binary once per test run.
-func buildBinary(t *testing.T) string {
-	t.Helper()
-	binOnce.Do(func() {
-		binDir, binErr = os.MkdirTemp("", "watchgate-e2e-")
-		if binErr != nil {
-			return
-		}
-		binPath = filepath.Join(binDir, "watchgate")
-		goCmd, err := exec.LookPath("go")
-		if err != nil {
-			binErr = fmt.Errorf("no go command to build the binary: %w", err)
-			return
-		}
-		out, err := exec.Command(goCmd, "build", "-o", binPath, ".").CombinedOutput()
-		if err != nil {
-			binErr = fmt.Errorf("go build: %v\n%s", err, out)
-		}
-	})
-	if binErr != nil {
-		t.Fatal(binErr)
-	}
-	return binPath
-}
-
-// syncBuffer collects a process's log safely.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }
 
 // process is a running watchgate binary.
 type process struct {
 	cmd    *exec.Cmd
 	base   string
-	logs   *syncBuffer
+	logs   *testbin.LogBuffer
 	exited chan struct{}
 	err    error // of Wait, after exited is closed
 }
@@ -94,7 +42,7 @@ type process struct {
 // configured through the environment and args, and waits until it listens.
 func startBinary(t *testing.T, dir string, args ...string) *process {
 	t.Helper()
-	cmd := exec.Command(buildBinary(t), args...)
+	cmd := exec.Command(testbin.Build(t), args...)
 	for _, kv := range os.Environ() {
 		if !strings.HasPrefix(kv, "WATCHGATE_") {
 			cmd.Env = append(cmd.Env, kv)
@@ -108,7 +56,7 @@ func startBinary(t *testing.T, dir string, args ...string) *process {
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	p := &process{cmd: cmd, logs: &syncBuffer{}, exited: make(chan struct{})}
+	p := &process{cmd: cmd, logs: &testbin.LogBuffer{}, exited: make(chan struct{})}
 	addr := make(chan string, 1)
 	logsDone := make(chan struct{})
 	go func() {

@@ -95,6 +95,7 @@ func (s *Store) feedOnce() (delivered bool, err error) {
 		}
 		if resp.Created {
 			s.feedUp.Store(true)
+			s.firstOnce.Do(func() { close(s.feedFirst) })
 			continue
 		}
 		if len(resp.Events) == 0 {

@@ -63,7 +63,9 @@ type Store struct {
 	fmu        sync.Mutex
 	feedCancel context.CancelFunc
 	feedGen    int64
-	feedUp     atomic.Bool // the feed's watch is created and delivering
+	feedUp     atomic.Bool   // the feed's watch is created and delivering
+	firstOnce  sync.Once     // closes feedFirst
+	feedFirst  chan struct{} // closed when the feed's first watch is created
 
 	// hmu guards the probe's results.
 	hmu      sync.Mutex
@@ -89,8 +91,9 @@ type subscriber struct {
 
 // New connects to the etcd cluster, reads its current revision and compact
 // revision, and starts the commit feed from the revision after it and the
-// health probe. It keeps trying to reach the cluster until ctx is done, so
-// a gateway may start before its cluster.
+// health probe. It returns once the feed's etcd watch is established, so
+// that a new store is Ready at once. It keeps trying to reach the cluster
+// until ctx is done, so a gateway may start before its cluster.
 func New(ctx context.Context, opts Options) (*Store, error) {
 	opts = opts.withDefaults()
 	if len(opts.Endpoints) == 0 {
@@ -129,11 +132,12 @@ func New(ctx context.Context, opts Options) (*Store, error) {
 		return nil, err
 	}
 	s := &Store{
-		opts:   opts,
-		log:    log,
-		cli:    cli,
-		revCh:  make(chan struct{}),
-		failed: make(chan struct{}),
+		opts:      opts,
+		log:       log,
+		cli:       cli,
+		revCh:     make(chan struct{}),
+		failed:    make(chan struct{}),
+		feedFirst: make(chan struct{}),
 	}
 	s.ctx, s.cancel = context.WithCancel(context.Background())
 	s.compact.Store(1)
@@ -150,6 +154,16 @@ func New(ctx context.Context, opts Options) (*Store, error) {
 	s.wg.Add(2)
 	go s.runFeed()
 	go s.runProbe()
+	select {
+	case <-s.feedFirst:
+	case <-s.failed:
+		err := s.Ready()
+		s.Close()
+		return nil, err
+	case <-ctx.Done():
+		s.Close()
+		return nil, fmt.Errorf("%w: the commit feed's watch was not established: %v", ErrUnavailable, ctx.Err())
+	}
 	s.log.Info().Strs("endpoints", opts.Endpoints).Int64("revision", rev).
 		Int64("compact_revision", s.compact.Load()).Msg("etcd store opened")
 	return s, nil

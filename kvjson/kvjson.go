@@ -9,6 +9,7 @@ package kvjson
 
 import (
 	"encoding/base64"
+	"encoding/binary"
 	"strconv"
 	"unicode/utf8"
 
@@ -88,57 +89,108 @@ func appendDeletedKVMembers(dst []byte, kv *kv.KeyValue) []byte {
 func AppendBytesField(dst []byte, name string, b []byte) []byte {
 	dst = append(dst, '"')
 	dst = append(dst, name...)
-	if utf8.Valid(b) {
-		dst = append(dst, `":`...)
-		return AppendString(dst, b)
+	dst = append(dst, `":`...)
+	mark := len(dst)
+	dst, valid := appendString(dst, b)
+	if valid {
+		return dst
 	}
-	dst = append(dst, `_b64":"`...)
+	// Not UTF-8: take back the string form, found invalid in the same pass
+	// that escaped it, and write base64 instead.
+	dst = append(dst[:mark-2], `_b64":"`...)
 	dst = base64.StdEncoding.AppendEncode(dst, b)
 	return append(dst, '"')
 }
 
 const hexDigits = "0123456789abcdef"
 
+// plain marks the bytes a JSON string carries as they are: printable
+// ASCII other than '"' and '\'. The others are escaped (control
+// characters, '"', '\') or start a multi-byte UTF-8 sequence (>= 0x80).
+var plain = func() (t [256]bool) {
+	for c := 0x20; c < utf8.RuneSelf; c++ {
+		t[c] = c != '"' && c != '\\'
+	}
+	return t
+}()
+
+// Word-at-a-time constants: ones has 0x01 in every byte, highs 0x80.
+const (
+	ones  = 0x0101010101010101
+	highs = 0x8080808080808080
+)
+
+// plainWord reports whether the eight bytes of v are all plain: none below
+// 0x20, none >= 0x80, none '"' or '\\'. The tests are exact (no false
+// positive once no byte has its high bit set).
+func plainWord(v uint64) bool {
+	lt := (v - ones*0x20) & ^v // a byte below 0x20 sets its high bit
+	q := v ^ (ones * '"')
+	q = (q - ones) & ^q // a zero byte (a '"') sets its high bit
+	bs := v ^ (ones * '\\')
+	bs = (bs - ones) & ^bs
+	return (v|lt|q|bs)&highs == 0
+}
+
 // AppendString appends s, which must be valid UTF-8, as a JSON string. It
 // escapes what JSON requires and also U+2028 and U+2029, so the output is
-// safe inside a JavaScript string literal too.
+// safe inside a JavaScript string literal too. Bytes of invalid UTF-8 are
+// copied as they are.
 func AppendString(dst []byte, s []byte) []byte {
+	dst, _ = appendString(dst, s)
+	return dst
+}
+
+// appendString is AppendString, reporting also whether s is valid UTF-8:
+// one pass that skips runs of plain bytes eight at a time, appends each run
+// at once and decodes runes only from the first byte >= 0x80.
+func appendString(dst []byte, s []byte) ([]byte, bool) {
 	dst = append(dst, '"')
+	valid := true
 	start := 0
 	for i := 0; i < len(s); {
-		c := s[i]
-		if c < utf8.RuneSelf {
-			if c >= 0x20 && c != '"' && c != '\\' {
+		if i+8 <= len(s) && plainWord(binary.LittleEndian.Uint64(s[i:])) {
+			i += 8
+			continue
+		}
+		// The next eight bytes hold something to escape or decode: take
+		// them one at a time before trying a whole word again.
+		for end := min(i+8, len(s)); i < end; {
+			c := s[i]
+			if plain[c] {
 				i++
 				continue
 			}
-			dst = append(dst, s[start:i]...)
-			switch c {
-			case '"', '\\':
-				dst = append(dst, '\\', c)
-			case '\n':
-				dst = append(dst, '\\', 'n')
-			case '\r':
-				dst = append(dst, '\\', 'r')
-			case '\t':
-				dst = append(dst, '\\', 't')
-			default:
-				dst = append(dst, '\\', 'u', '0', '0', hexDigits[c>>4], hexDigits[c&0xf])
+			if c < utf8.RuneSelf {
+				dst = append(dst, s[start:i]...)
+				switch c {
+				case '"', '\\':
+					dst = append(dst, '\\', c)
+				case '\n':
+					dst = append(dst, '\\', 'n')
+				case '\r':
+					dst = append(dst, '\\', 'r')
+				case '\t':
+					dst = append(dst, '\\', 't')
+				default:
+					dst = append(dst, '\\', 'u', '0', '0', hexDigits[c>>4], hexDigits[c&0xf])
+				}
+				i++
+				start = i
+				continue
 			}
-			i++
-			start = i
-			continue
-		}
-		r, size := utf8.DecodeRune(s[i:])
-		if r == '\u2028' || r == '\u2029' {
-			dst = append(dst, s[start:i]...)
-			dst = append(dst, '\\', 'u', '2', '0', '2', hexDigits[r&0xf])
+			r, size := utf8.DecodeRune(s[i:])
+			switch {
+			case r == utf8.RuneError && size == 1:
+				valid = false
+			case r == '\u2028' || r == '\u2029':
+				dst = append(dst, s[start:i]...)
+				dst = append(dst, '\\', 'u', '2', '0', '2', hexDigits[r&0xf])
+				start = i + size
+			}
 			i += size
-			start = i
-			continue
 		}
-		i += size
 	}
 	dst = append(dst, s[start:]...)
-	return append(dst, '"')
+	return append(dst, '"'), valid
 }

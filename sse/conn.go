@@ -3,6 +3,7 @@ package sse
 import (
 	"errors"
 	"net/http"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -287,6 +288,15 @@ func (c *conn) encode() (end bool) {
 // the last event of revision R in the response (a response never splits a
 // revision), "R.S" for the others.
 func (c *conn) writeEvents(r *watchhub.Response) error {
+	// One growth of the buffer for the whole response: a catch-up batch is
+	// about a megabyte, which event-by-event appends would reallocate and
+	// copy a dozen times. The encodings are cached on the events, so
+	// sizing them first costs nothing more.
+	n := 0
+	for _, ev := range r.Events {
+		n += len(ev.Data(r.PrevKV)) + eventFraming
+	}
+	c.enc.buf = slices.Grow(c.enc.buf, n)
 	for i, ev := range r.Events {
 		rev := ev.KV.ModRevision
 		// The hub starts the watch at (startRev, startSub); events before
@@ -369,9 +379,14 @@ func (c *conn) flush(force bool) bool {
 // has already grown to a batch rather than growing its own.
 var bufPool sync.Pool
 
-// maxPooledBuf is the largest buffer put back in bufPool (a batch is at
-// most about the hub stream's MaxQueueBytes).
-const maxPooledBuf = 1 << 20
+// maxPooledBuf is the largest buffer put back in bufPool (a batch is
+// about the hub stream's MaxQueueBytes, 1 MiB by default, plus the SSE
+// framing of its events).
+const maxPooledBuf = 4 << 20
+
+// eventFraming bounds what an event adds to its data on the wire: its id
+// ("R.S"), event and data field names, and line ends.
+const eventFraming = 64
 
 // takeBuf gives the encoder a pooled buffer for a batch, keeping what it
 // holds already (a heartbeat).

@@ -27,8 +27,50 @@ type Event struct {
 	// from history or a snapshot.
 	notified int64
 
+	// arena, when set, holds the encodings (events read from history
+	// together share one).
+	arena *encArena
+
 	mu  sync.Mutex // serialises the first encoding of each form
 	enc [4]atomic.Pointer[[]byte]
+}
+
+// encArena hands out the encodings of a group of events read together from
+// the store's history, carved from shared chunks: one allocation for a few
+// hundred small encodings instead of one each, for the events that are
+// encoded once and sent once by a watcher catching up. A chunk stays alive
+// as long as any encoding carved from it. Its methods may be called
+// concurrently.
+type encArena struct {
+	mu   sync.Mutex
+	free []byte // the rest of the current chunk, empty
+}
+
+// encChunk is the size of an encArena chunk: the largest small-object size
+// class.
+const encChunk = 32 << 10
+
+// encode appends an encoding to the arena's free space with enc and returns
+// it, with its capacity cut to its length. An encoding larger than what is
+// left, or than a quarter of a chunk, gets its own allocation of size bytes
+// (its likely length) instead.
+func (a *encArena) encode(size int, enc func([]byte) []byte) []byte {
+	if size > encChunk/4 {
+		return enc(make([]byte, 0, size))
+	}
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if cap(a.free) < size {
+		a.free = make([]byte, 0, encChunk)
+	}
+	b := enc(a.free)
+	if cap(b) != cap(a.free) {
+		// enc outgrew the free space and reallocated: keep the chunk's
+		// free space for the next one.
+		return b
+	}
+	a.free = a.free[len(b):len(b)]
+	return b[:len(b):len(b)]
 }
 
 // The encoded forms, index into Event.enc.
@@ -98,13 +140,32 @@ func (e *Event) encoded(form int) []byte {
 	if p := e.enc[form].Load(); p != nil {
 		return *p
 	}
+	prev := form == formDataPrev || form == formJSONPrev
+	enc := func(b []byte) []byte {
+		if form == formData || form == formDataPrev {
+			return kvjson.AppendEventKV(b, e.Event, prev)
+		}
+		return kvjson.AppendEvent(b, e.Event, prev)
+	}
+	size := encodedSize(e.Event, prev)
 	var b []byte
-	switch form {
-	case formData, formDataPrev:
-		b = kvjson.AppendEventKV(nil, e.Event, form == formDataPrev)
-	default:
-		b = kvjson.AppendEvent(nil, e.Event, form == formJSONPrev)
+	if e.arena != nil {
+		b = e.arena.encode(size, enc)
+	} else {
+		b = enc(make([]byte, 0, size))
 	}
 	e.enc[form].Store(&b)
 	return b
+}
+
+// encodedSize is the likely length of an event's JSON: the members' names
+// and revisions (under 128 bytes with revisions below 10^9) plus its keys
+// and values, so that the encoding is one allocation unless escapes or
+// base64 lengthen them.
+func encodedSize(ev *kv.Event, prev bool) int {
+	n := 128 + len(ev.KV.Key) + len(ev.KV.Value)
+	if prev && ev.PrevKV != nil {
+		n += 96 + len(ev.PrevKV.Key) + len(ev.PrevKV.Value)
+	}
+	return n
 }

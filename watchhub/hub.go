@@ -138,7 +138,13 @@ type Hub struct {
 	progress  streamHeap
 	snapGen   uint32
 	touched   []*watcher
-	scratch   []*watcher
+	// ahead holds synced watchers that start beyond the hub's revision
+	// (a client that saw later revisions through another gateway, whose
+	// feed is ahead of this one's): their bookmarks wait until the hub
+	// reaches their start, so that no bookmark goes below what the client
+	// has seen.
+	ahead   []*watcher
+	scratch []*watcher
 	// spill holds, during one notify, the events of watchers whose events
 	// are not one run of the notify's events.
 	spill map[*watcher][]*Event
@@ -348,6 +354,9 @@ func (h *Hub) notifyLocked(batches []kv.Batch) {
 		}
 		h.rev = b.Revision
 		h.recent.add(b.Revision, evs, size)
+	}
+	if len(h.ahead) > 0 {
+		h.releaseAhead(h.clock())
 	}
 	if len(touched) > 0 {
 		now := h.clock()

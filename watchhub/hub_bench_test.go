@@ -5,8 +5,11 @@ import (
 	"fmt"
 	"os"
 	"runtime"
+	"runtime/metrics"
 	"sync"
+	"syscall"
 	"testing"
+	"time"
 
 	"github.com/watchgate/watchgate/kv"
 )
@@ -244,38 +247,53 @@ func BenchmarkCatchUp(b *testing.B) {
 		}
 		b.ReportMetric(events*float64(b.N)/b.Elapsed().Seconds(), "events/s")
 	})
-	b.Run("hub", func(b *testing.B) {
-		h := newHub(b, st, Options{})
-		b.ReportAllocs()
-		for b.Loop() {
-			s, err := h.NewStream(StreamOptions{})
-			if err != nil {
-				b.Fatal(err)
-			}
-			if _, err := s.Watch(WatchRequest{Key: []byte("c/"), End: kv.PrefixEnd([]byte("c/")), StartRev: 2, PrevKV: true}); err != nil {
-				b.Fatal(err)
-			}
-			n := 0
-			var buf []Response
-			for done := false; !done; {
-				buf, err = s.Recv(context.Background(), buf[:0])
+	for _, encode := range []bool{false, true} {
+		name := "hub"
+		if encode {
+			// As a WebSocket transport does: every event's JSON.
+			name = "hub-json"
+		}
+		b.Run(name, func(b *testing.B) {
+			h := newHub(b, st, Options{})
+			b.ReportAllocs()
+			for b.Loop() {
+				s, err := h.NewStream(StreamOptions{})
 				if err != nil {
 					b.Fatal(err)
 				}
-				for _, r := range buf {
-					n += len(r.Events)
-					if r.Kind == KindEvents && r.Revision >= last {
-						done = true
+				if _, err := s.Watch(WatchRequest{Key: []byte("c/"), End: kv.PrefixEnd([]byte("c/")), StartRev: 2, PrevKV: true}); err != nil {
+					b.Fatal(err)
+				}
+				n, bytes := 0, 0
+				var buf []Response
+				for done := false; !done; {
+					buf, err = s.Recv(context.Background(), buf[:0])
+					if err != nil {
+						b.Fatal(err)
+					}
+					for _, r := range buf {
+						n += len(r.Events)
+						if encode {
+							for _, e := range r.Events {
+								bytes += len(e.JSON(r.PrevKV))
+							}
+						}
+						if r.Kind == KindEvents && r.Revision >= last {
+							done = true
+						}
 					}
 				}
+				s.Close()
+				if n != int(events) {
+					b.Fatalf("caught up %d events, want %v", n, events)
+				}
+				if encode && bytes < n*100 {
+					b.Fatalf("encoded %d bytes for %d events", bytes, n)
+				}
 			}
-			s.Close()
-			if n != int(events) {
-				b.Fatalf("caught up %d events, want %v", n, events)
-			}
-		}
-		b.ReportMetric(events*float64(b.N)/b.Elapsed().Seconds(), "events/s")
-	})
+			b.ReportMetric(events*float64(b.N)/b.Elapsed().Seconds(), "events/s")
+		})
+	}
 }
 
 // BenchmarkIdleWatcherMemory measures the heap an idle watcher costs in the
@@ -321,4 +339,43 @@ func BenchmarkIdleWatcherMemory(b *testing.B) {
 			}
 		})
 	}
+}
+
+// BenchmarkIdleWatcherGC measures what 1M idle watchers (the mixed watches
+// of BenchmarkNotify, 100 a stream) cost the garbage collector: the time
+// of one full collection with them registered, and the heap objects and
+// scannable heap bytes each watcher adds. Every cycle of a busy server
+// marks this heap, so it is the watchers' share of the server's GC CPU.
+func BenchmarkIdleWatcherGC(b *testing.B) {
+	const n = 1_000_000
+	st := openStore(b, kv.Options{})
+	h := newHub(b, st, Options{})
+	samples := []metrics.Sample{{Name: "/gc/scan/heap:bytes"}, {Name: "/gc/heap/objects:objects"}}
+	runtime.GC()
+	metrics.Read(samples)
+	scan0, objs0 := samples[0].Value.Uint64(), samples[1].Value.Uint64()
+	streams := registerMixed(b, h, n, 100)
+	runtime.GC()
+	metrics.Read(samples)
+	scan1, objs1 := samples[0].Value.Uint64(), samples[1].Value.Uint64()
+	b.ReportAllocs()
+	cpu0 := processCPU(b)
+	for b.Loop() {
+		runtime.GC()
+	}
+	// The process's CPU time, steadier than the wall time on a loaded
+	// machine: only the collector runs during the loop.
+	b.ReportMetric(float64(processCPU(b)-cpu0)/float64(b.N), "cpu-ns/op")
+	b.ReportMetric(float64(int64(scan1)-int64(scan0))/n, "scan-B/watcher")
+	b.ReportMetric(float64(int64(objs1)-int64(objs0))/n, "objects/watcher")
+	runtime.KeepAlive(streams)
+}
+
+// processCPU is the user and system CPU time the process has used.
+func processCPU(tb testing.TB) time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		tb.Fatal(err)
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }

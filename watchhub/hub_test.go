@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strconv"
 	"testing"
 	"time"
 
@@ -599,5 +600,55 @@ func TestSnapshotRestartsWhenCompacted(t *testing.T) {
 	}
 	if len(resets) != 2 || resets[0] != first || resets[1] < rev {
 		t.Fatalf("resets at %v, want %d then one at %d or later:%s", resets, first, rev, dump(got))
+	}
+}
+
+// TestProgressWaitsForWatchAhead: a watch that starts beyond the hub's
+// revision (a client that saw later revisions through another gateway)
+// gets no bookmark, stream-level, per-watch or idle, below what its
+// client has seen: they wait until the hub reaches its start.
+func TestProgressWaitsForWatchAhead(t *testing.T) {
+	for _, tt := range []struct {
+		name     string
+		startSub int32
+		reach    int // writes after which the hub reaches the start
+	}{
+		{"whole revision", 0, 2},
+		{"inside a revision", 1, 3},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			st := openStore(t, kv.Options{})
+			h := newHub(t, st, Options{})
+			s := newStream(t, h, StreamOptions{ProgressInterval: 10 * time.Millisecond})
+			rev, _ := st.Revisions()
+			start := rev + 3 // the client has seen everything up to rev+2 (or rev+3.0)
+			watch(t, s, WatchRequest{ID: "w", Key: []byte("k"), StartRev: start, StartSub: tt.startSub})
+			if err := s.RequestProgress(); err != nil {
+				t.Fatal(err)
+			}
+			if err := s.RequestWatchProgress("w"); err != nil {
+				t.Fatal(err)
+			}
+			var got []Response
+			for i := 1; i <= 3; i++ {
+				time.Sleep(30 * time.Millisecond) // idle bookmarks would be due
+				got = append(got, s.Drain(nil)...)
+				put(t, st, "other", strconv.Itoa(i))
+				if i == tt.reach {
+					break
+				}
+			}
+			got = recv(t, s, got, has(KindWatchProgress, "w"))
+			got = recv(t, s, got, has(KindProgress, ""))
+			seen := start - 1 // the client's position
+			if tt.startSub > 0 {
+				seen = start
+			}
+			for _, r := range got {
+				if (r.Kind == KindProgress || r.Kind == KindWatchProgress) && r.Revision < seen {
+					t.Fatalf("bookmark at %d, below the client's position %d:%s", r.Revision, seen, dump(got))
+				}
+			}
+		})
 	}
 }

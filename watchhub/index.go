@@ -1,74 +1,90 @@
 package watchhub
 
-import "unsafe"
-
-// watcherSet is the watchers of one key or one interval. A watcher knows its
-// set and its position in it, so removal is O(1).
-type watcherSet struct {
-	ws []*watcher
-}
-
-func (s *watcherSet) add(w *watcher) {
-	w.set = s
-	w.pos = int32(len(s.ws))
-	s.ws = append(s.ws, w)
-}
-
-func (s *watcherSet) remove(w *watcher) {
-	last := len(s.ws) - 1
-	moved := s.ws[last]
-	s.ws[w.pos] = moved
-	moved.pos = w.pos
-	s.ws[last] = nil
-	s.ws = s.ws[:last]
-	w.set = nil
-	w.pos = -1
-}
+import (
+	"hash/maphash"
+	"unsafe"
+)
 
 // index finds the watchers whose range contains a key without looking at
 // the others: single-key watchers in a map (O(1)), range and prefix
 // watchers in an interval tree (a stabbing query, O(log N + matches)).
 //
+// It holds its watchers by number: reg maps a number to its watcher; the
+// key map, keyed by a hash of the key, and the tree's nodes hold sets of
+// numbers (idSet), whose first number is inline. An idle watcher so costs
+// the garbage collector, which marks all of this at every cycle, one
+// pointer in reg, none in the key map and one (the node's bounds) in the
+// tree, besides the watcher's own fields. A watcher knows its number (ri)
+// and its position in its set (pos), so removal is O(1) for a key and
+// O(log N) for an interval.
+//
+// Keys whose hashes collide share a set; match checks the key of the
+// watchers it finds there.
+//
 // The zero value is not ready; use newIndex. It is not safe for concurrent
 // use; the hub guards it with its mutex.
 type index struct {
-	keys map[string]*watcherSet
+	seed maphash.Seed
+	keys map[uint64]idSet
 	tree intervalTree
-	n    int
+	// reg holds the watchers by number; free lists the numbers to reuse.
+	reg  []*watcher
+	free []int32
+	// found is the scratch buffer of match's set reads and tree query.
+	found []int32
+	n     int
 }
 
 func newIndex() index {
-	return index{keys: make(map[string]*watcherSet)}
+	return index{seed: maphash.MakeSeed(), keys: make(map[uint64]idSet)}
 }
+
+func (ix *index) hash(key string) uint64 { return maphash.String(ix.seed, key) }
 
 // add puts w in the index; w must not be in any index.
 func (ix *index) add(w *watcher) {
 	ix.n++
+	if k := len(ix.free); k > 0 {
+		w.ri = ix.free[k-1]
+		ix.free = ix.free[:k-1]
+		ix.reg[w.ri] = w
+	} else {
+		w.ri = int32(len(ix.reg))
+		ix.reg = append(ix.reg, w)
+	}
 	if w.single {
-		set := ix.keys[w.key]
-		if set == nil {
-			set = &watcherSet{}
-			ix.keys[w.key] = set
-		}
-		set.add(w)
+		h := ix.hash(w.key())
+		set := ix.keys[h]
+		w.pos = set.add(w.ri)
+		ix.keys[h] = set
 		return
 	}
-	ix.tree.getOrInsert(w.key, w.end, w.endInf).add(w)
+	w.pos = ix.tree.add(w.bounds, int(w.keyLen), w.endInf, w.ri)
 }
 
 // remove takes w out of the index; w must be in it.
 func (ix *index) remove(w *watcher) {
 	ix.n--
-	set := w.set
-	set.remove(w)
-	if len(set.ws) > 0 {
-		return
-	}
 	if w.single {
-		delete(ix.keys, w.key)
-		return
+		h := ix.hash(w.key())
+		set := ix.keys[h]
+		ix.reg[set.removeAt(w.pos)].pos = w.pos
+		if set.len() == 0 {
+			delete(ix.keys, h)
+		} else {
+			ix.keys[h] = set
+		}
+	} else {
+		node := ix.tree.find(w.key(), w.end(), w.endInf)
+		set := &ix.tree.nodes[node].set
+		ix.reg[set.removeAt(w.pos)].pos = w.pos
+		if set.len() == 0 {
+			ix.tree.delete(w.key(), w.end(), w.endInf)
+		}
 	}
-	ix.tree.delete(w.key, w.end, w.endInf)
+	ix.reg[w.ri] = nil
+	ix.free = append(ix.free, w.ri)
+	w.ri, w.pos = -1, -1
 }
 
 // match appends to dst every watcher whose range contains key.
@@ -76,11 +92,22 @@ func (ix *index) match(key []byte, dst []*watcher) []*watcher {
 	if ix.n == 0 {
 		return dst
 	}
-	if set := ix.keys[string(key)]; set != nil {
-		dst = append(dst, set.ws...)
+	k := bytesString(key)
+	if len(ix.keys) > 0 {
+		if set, ok := ix.keys[ix.hash(k)]; ok {
+			ix.found = set.appendTo(ix.found[:0])
+			for _, i := range ix.found {
+				if w := ix.reg[i]; w.bounds == k {
+					dst = append(dst, w)
+				}
+			}
+		}
 	}
 	if ix.tree.n > 0 {
-		dst = ix.tree.stab(bytesString(key), dst)
+		ix.found = ix.tree.stab(k, ix.found[:0])
+		for _, i := range ix.found {
+			dst = append(dst, ix.reg[i])
+		}
 	}
 	return dst
 }

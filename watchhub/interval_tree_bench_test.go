@@ -50,9 +50,9 @@ func BenchmarkIntervalTreeStab(b *testing.B) {
 		b.Run(fmt.Sprintf("n=%d/impl=watchhub", n), func(b *testing.B) {
 			var tree intervalTree
 			for i, v := range ivls {
-				tree.getOrInsert(v.lo, v.hi, v.inf).add(&watcher{pos: int32(i)})
+				addIvl(&tree, v, int32(i))
 			}
-			var buf []*watcher
+			var buf []int32
 			matches := 0
 			b.ReportAllocs()
 			b.ResetTimer()
@@ -97,16 +97,15 @@ func BenchmarkIntervalTreeChurn(b *testing.B) {
 	extra := benchIntervals(n + 1)
 	b.Run("impl=watchhub", func(b *testing.B) {
 		var tree intervalTree
-		for _, v := range ivls {
-			tree.getOrInsert(v.lo, v.hi, v.inf).add(&watcher{})
+		for i, v := range ivls {
+			addIvl(&tree, v, int32(i))
 		}
-		w := &watcher{}
 		b.ReportAllocs()
 		for i := 0; b.Loop(); i++ {
 			v := extra[i%len(extra)]
-			tree.getOrInsert(v.lo+"~", v.hi, v.inf).add(w)
-			w.set.remove(w)
-			tree.delete(v.lo+"~", v.hi, v.inf)
+			v.lo += "~"
+			addIvl(&tree, v, 0)
+			tree.delete(v.lo, v.hi, v.inf)
 		}
 	})
 	b.Run("impl=adt", func(b *testing.B) {

@@ -64,7 +64,7 @@ func (h *Hub) progressTick() time.Duration {
 		if last := time.Duration(s.lastPush.Load()); now-last < every {
 			s.progressDue = last + every
 		} else {
-			if streamCaughtUp(s) {
+			if streamCaughtUp(s, h.rev) {
 				s.push(Response{Kind: KindProgress, Revision: h.rev}, true, now)
 			}
 			s.progressDue = now + every

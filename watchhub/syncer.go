@@ -149,8 +149,8 @@ func (h *Hub) syncUnsynced() bool {
 }
 
 // readHistory reads the store's history from from to to and wraps it, with
-// one allocation for all the wrappers and one for their pointers; the
-// store's events are not copied.
+// one allocation for all the wrappers and one for their pointers, and one
+// arena for their encodings; the store's events are not copied.
 func (h *Hub) readHistory(from, to int64) ([]revBatch, int64, error) {
 	kbs, next, err := h.store.History(h.ctx, from, to, h.opts.SyncEvents)
 	if err != nil {
@@ -163,12 +163,14 @@ func (h *Hub) readHistory(from, to int64) ([]revBatch, int64, error) {
 	store := make([]Event, total)
 	flat := make([]*Event, total)
 	batches := make([]revBatch, len(kbs))
+	arena := new(encArena)
 	n := 0
 	for i := range kbs {
 		start, size := n, 0
 		for j := range kbs[i].Events {
 			e := &store[n]
 			e.Event = &kbs[i].Events[j] // History's result is the caller's
+			e.arena = arena
 			e.size = eventSize(e.Event)
 			size += e.size
 			flat[n] = e
@@ -241,12 +243,12 @@ func matchItems(items []syncItem, batches []revBatch) {
 	for i := range items {
 		w := items[i].w
 		if w.single {
-			keys[w.key] = append(keys[w.key], i)
+			keys[w.key()] = append(keys[w.key()], i)
 			continue
 		}
-		ranges.getOrInsert(w.key, w.end, w.endInf).add(&watcher{sidx: int32(i)})
+		ranges.add(w.bounds, int(w.keyLen), w.endInf, int32(i))
 	}
-	var found []*watcher
+	var found []int32
 	for _, b := range batches {
 		for _, e := range b.events {
 			for _, i := range keys[bytesString(e.KV.Key)] {
@@ -258,8 +260,8 @@ func matchItems(items []syncItem, batches []revBatch) {
 				continue
 			}
 			found = ranges.stab(bytesString(e.KV.Key), found[:0])
-			for _, stand := range found {
-				if it := &items[stand.sidx]; b.rev >= it.from && it.w.accepts(e) {
+			for _, i := range found {
+				if it := &items[i]; b.rev >= it.from && it.w.accepts(e) {
 					it.evs = append(it.evs, e)
 				}
 			}
@@ -392,5 +394,5 @@ func (w *watcher) rangeEnd() []byte {
 	case w.endInf:
 		return []byte{0}
 	}
-	return []byte(w.end)
+	return []byte(w.end())
 }

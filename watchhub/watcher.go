@@ -65,11 +65,14 @@ const (
 // small: an idle watcher's whole cost in the hub is this struct, its key
 // strings and its place in the index and in its stream.
 type watcher struct {
-	id     string
-	s      *Stream
-	key    string
-	end    string // with endInf false and single false: exclusive end
-	minRev int64  // events before (minRev, minSub) are never sent
+	id string
+	s  *Stream
+	// bounds is the key followed by the exclusive end (with endInf false
+	// and single false): one string, so one pointer, for both; see key and
+	// end.
+	bounds string
+	keyLen int32
+	minRev int64 // events before (minRev, minSub) are never sent
 	minSub int32
 	single bool
 	endInf bool
@@ -82,11 +85,12 @@ type watcher struct {
 	state uint8
 	// progressWanted: a per-watch bookmark was requested while behind.
 	progressWanted bool
-	// pos and set: the watcher's place in the synced index; sidx its place
-	// in its stream's list.
+	// ri and pos: the watcher's number in the synced index and its
+	// position in its key's or interval's set there (-1 when not in it);
+	// sidx its place in its stream's list.
+	ri   int32
 	pos  int32
 	sidx int32
-	set  *watcherSet
 	// bufStart and bufEnd collect the watcher's events during one notify:
 	// a run of the notify's events (bufEnd 0: none yet; -1: not a run,
 	// the events are in Hub.spill).
@@ -123,11 +127,11 @@ func newWatcher(s *Stream, req *WatchRequest) (*watcher, error) {
 	w := &watcher{
 		id:     req.ID,
 		s:      s,
-		key:    string(req.Key),
 		prevKV: req.PrevKV,
 		noPut:  req.NoPut,
 		noDel:  req.NoDelete,
 		snap:   req.Snapshot,
+		ri:     -1,
 		pos:    -1,
 		sidx:   -1,
 	}
@@ -141,9 +145,13 @@ func newWatcher(s *Stream, req *WatchRequest) (*watcher, error) {
 		w.endInf = true
 	case bytes.Compare(req.Key, req.End) >= 0:
 		return nil, fmt.Errorf("%w: range end %q is not after key %q", ErrInvalidRange, req.End, req.Key)
-	default:
-		w.end = string(req.End)
 	}
+	if w.single || w.endInf {
+		w.bounds = string(req.Key)
+	} else {
+		w.bounds = string(req.Key) + string(req.End)
+	}
+	w.keyLen = int32(len(req.Key))
 	if req.StartRev < 0 {
 		return nil, fmt.Errorf("%w: negative start revision %d", ErrInvalidRequest, req.StartRev)
 	}
@@ -157,13 +165,20 @@ func newWatcher(s *Stream, req *WatchRequest) (*watcher, error) {
 	return w, nil
 }
 
+// key returns the watched key, the range's start.
+func (w *watcher) key() string { return w.bounds[:w.keyLen] }
+
+// end returns the range's exclusive end: empty for a single key and for an
+// infinite end (endInf).
+func (w *watcher) end() string { return w.bounds[w.keyLen:] }
+
 // contains reports whether key is in the watcher's range.
 func (w *watcher) contains(key []byte) bool {
 	k := bytesString(key)
 	if w.single {
-		return k == w.key
+		return k == w.bounds
 	}
-	return k >= w.key && (w.endInf || k < w.end)
+	return k >= w.key() && (w.endInf || k < w.end())
 }
 
 // accepts reports whether w wants e, its range aside: type filters and the
@@ -187,4 +202,15 @@ func (w *watcher) accepts(e *Event) bool {
 // wants reports whether w wants e: range, filters and start position.
 func (w *watcher) wants(e *Event) bool {
 	return w.contains(e.KV.Key) && w.accepts(e)
+}
+
+// ahead reports whether w starts beyond revision rev: its client has seen
+// more than rev (through another gateway whose feed was ahead), so a
+// bookmark at rev would move the client's position back. A start inside
+// a revision (minSub > 0) is beyond every revision before it.
+func (w *watcher) ahead(rev int64) bool {
+	if w.minSub > 0 {
+		return rev < w.minRev
+	}
+	return rev < w.minRev-1
 }

@@ -42,8 +42,13 @@ func (h *Hub) toSynced(w *watcher, now time.Duration) {
 	h.caughtUp(w, now)
 }
 
-// caughtUp sends the bookmarks that waited for w to catch up.
+// caughtUp sends the bookmarks that waited for w to catch up; for a
+// watcher that starts beyond the hub's revision, once the hub reaches it.
 func (h *Hub) caughtUp(w *watcher, now time.Duration) {
+	if w.ahead(h.rev) {
+		h.ahead = append(h.ahead, w)
+		return
+	}
 	if w.progressWanted {
 		w.progressWanted = false
 		w.s.push(Response{Kind: KindWatchProgress, WatchID: w.id, Revision: h.rev}, true, now)
@@ -54,21 +59,44 @@ func (h *Hub) caughtUp(w *watcher, now time.Duration) {
 // streamProgress queues a wanted stream-level bookmark if every watch of s
 // is caught up.
 func (h *Hub) streamProgress(s *Stream, now time.Duration) {
-	if s.progressWanted && streamCaughtUp(s) {
+	if s.progressWanted && streamCaughtUp(s, h.rev) {
 		s.progressWanted = false
 		s.push(Response{Kind: KindProgress, Revision: h.rev}, true, now)
 	}
 }
 
 // streamCaughtUp reports whether every watch of s has been queued every
-// event up to the hub's revision.
-func streamCaughtUp(s *Stream) bool {
+// event up to the hub's revision rev, and none starts beyond it (a
+// bookmark at rev would then go below what its client has seen).
+func streamCaughtUp(s *Stream, rev int64) bool {
 	for _, w := range s.watchers {
-		if w.state != stateSynced {
+		if w.state != stateSynced || w.ahead(rev) {
 			return false
 		}
 	}
 	return true
+}
+
+// releaseAhead sends the bookmarks of the watchers in h.ahead that the
+// hub's revision has reached. A watcher no longer synced is dropped: it
+// comes back through caughtUp when it is synced again.
+func (h *Hub) releaseAhead(now time.Duration) {
+	keep := h.ahead[:0]
+	var reached []*watcher
+	for _, w := range h.ahead {
+		switch {
+		case w.state != stateSynced:
+		case w.ahead(h.rev):
+			keep = append(keep, w)
+		default:
+			reached = append(reached, w)
+		}
+	}
+	clear(h.ahead[len(keep):])
+	h.ahead = keep
+	for _, w := range reached {
+		h.caughtUp(w, now)
+	}
 }
 
 // endWatcher removes w from its group and its stream.
@@ -102,7 +130,7 @@ func (h *Hub) startSnapshot(w *watcher, now time.Duration) {
 	h.leaveGroup(w)
 	w.state = stateSnapshot
 	h.snapGen++
-	w.snapshot = &snapState{rev: h.rev, key: w.key, gen: h.snapGen}
+	w.snapshot = &snapState{rev: h.rev, key: w.key(), gen: h.snapGen}
 	h.snapshots[w] = struct{}{}
 	w.s.push(Response{Kind: KindReset, WatchID: w.id, Revision: h.rev}, true, now)
 	h.kickSync()

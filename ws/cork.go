@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"slices"
 	"sync"
 	"time"
 
@@ -149,6 +150,10 @@ func (c *corkConn) startTextLocked(n int) error {
 	if c.buf == nil {
 		c.buf = getBuf()
 	}
+	// Room for the header and the whole message at once: a large events
+	// message (catch-up) would otherwise regrow the buffer as it is
+	// appended.
+	c.buf = slices.Grow(c.buf, n+10)
 	const finText = 0x81
 	switch {
 	case n < 126:

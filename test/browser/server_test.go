@@ -13,74 +13,19 @@ import (
 	"net/url"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
 
+	"github.com/watchgate/watchgate/internal/testbin"
 	"github.com/watchgate/watchgate/web"
-)
-
-var (
-	buildOnce sync.Once
-	buildDir  string
-	binary    string
-	buildErr  error
 )
 
 func TestMain(m *testing.M) {
 	code := m.Run()
-	if buildDir != "" {
-		os.RemoveAll(buildDir)
-	}
+	testbin.Cleanup()
 	os.Exit(code)
-}
-
-// watchgateBinary builds the watchgate command once per test run, with the
-// go command and toolchain that run the tests.
-func watchgateBinary(tb testing.TB) string {
-	tb.Helper()
-	buildOnce.Do(func() {
-		buildDir, buildErr = os.MkdirTemp("", "watchgate-browser-bin-")
-		if buildErr != nil {
-			return
-		}
-		binary = filepath.Join(buildDir, "watchgate")
-		goCmd, err := exec.LookPath("go")
-		if err != nil {
-			buildErr = fmt.Errorf("no go command to build the binary: %w", err)
-			return
-		}
-		cmd := exec.Command(goCmd, "build", "-o", binary, "github.com/watchgate/watchgate")
-		cmd.Dir = filepath.Join("..", "..")
-		if out, err := cmd.CombinedOutput(); err != nil {
-			buildErr = fmt.Errorf("go build: %v\n%s", err, out)
-		}
-	})
-	if buildErr != nil {
-		tb.Fatal(buildErr)
-	}
-	return binary
-}
-
-// syncBuffer collects a process's log safely.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }
 
 // server is the watchgate binary on a fixed loopback port over a store in
@@ -92,7 +37,7 @@ type server struct {
 	addr string // host:port of the binary, the same across restarts
 	base string // URL of the pages: the binary, or the front below
 	api  string // URL of the binary itself
-	logs *syncBuffer
+	logs *testbin.LogBuffer
 	args []string // more flags for the binary
 
 	cmd    *exec.Cmd
@@ -117,14 +62,14 @@ func startServer(t *testing.T) *server {
 // (for example --access-file).
 func startServerWith(t *testing.T, args ...string) *server {
 	t.Helper()
-	watchgateBinary(t)
+	testbin.Build(t)
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
 	addr := ln.Addr().String()
 	ln.Close()
-	s := &server{t: t, dir: t.TempDir(), addr: addr, api: "http://" + addr, logs: &syncBuffer{}, args: args}
+	s := &server{t: t, dir: t.TempDir(), addr: addr, api: "http://" + addr, logs: &testbin.LogBuffer{}, args: args}
 	s.base = s.api
 	t.Cleanup(func() {
 		if s.cmd != nil && s.cmd.Process != nil {
@@ -144,7 +89,7 @@ func startServerWith(t *testing.T, args ...string) *server {
 // start runs the binary and waits until it is ready (GET /readyz 200).
 func (s *server) start() {
 	s.t.Helper()
-	cmd := exec.Command(binary, append([]string{"--addr", s.addr, "--data", s.dir, "--log-level", "info"}, s.args...)...)
+	cmd := exec.Command(testbin.Build(s.t), append([]string{"--addr", s.addr, "--data", s.dir, "--log-level", "info"}, s.args...)...)
 	for _, kv := range os.Environ() {
 		if !strings.HasPrefix(kv, "WATCHGATE_") {
 			cmd.Env = append(cmd.Env, kv)

@@ -19,6 +19,7 @@ import (
 	"github.com/anishathalye/porcupine"
 	"go.uber.org/goleak"
 
+	"github.com/watchgate/watchgate/internal/testbin"
 	"github.com/watchgate/watchgate/kv"
 	"github.com/watchgate/watchgate/test/reliability/faultproxy"
 )
@@ -36,11 +37,7 @@ func TestMain(m *testing.M) {
 	if os.Getenv("WATCHGATE_RELIABILITY_SERVER_RACE") == "1" {
 		*serverRace = true
 	}
-	goleak.VerifyTestMain(m, goleak.Cleanup(func(int) {
-		if built.dir != "" {
-			os.RemoveAll(built.dir)
-		}
-	}))
+	goleak.VerifyTestMain(m, goleak.Cleanup(func(int) { testbin.Cleanup() }))
 }
 
 // runSeed picks the run's seed: the flag, the environment, or the clock.

@@ -4,86 +4,33 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
 	"os"
 	"os/exec"
-	"path/filepath"
-	"runtime"
 	"strings"
 	"sync"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/watchgate/watchgate/internal/testbin"
 )
 
-// built is the watchgate binary built once per test process.
-var built struct {
-	once sync.Once
-	dir  string
-	path string
-	err  error
-}
-
-// buildBinary builds the watchgate binary from the repository root into a
-// directory that TestMain removes, once per test process;
-// $WATCHGATE_RELIABILITY_BIN names a binary to use instead.
+// buildBinary builds the watchgate binary once per test process (with
+// -race under -server-race); $WATCHGATE_RELIABILITY_BIN names a binary to
+// use instead.
 func buildBinary(tb testing.TB) string {
 	tb.Helper()
-	built.once.Do(func() {
-		if p := os.Getenv("WATCHGATE_RELIABILITY_BIN"); p != "" {
-			built.path = p // a binary built beforehand
-			return
-		}
-		root, err := repoRoot()
-		if err != nil {
-			built.err = err
-			return
-		}
-		dir, err := os.MkdirTemp("", "watchgate-reliability-")
-		if err != nil {
-			built.err = err
-			return
-		}
-		built.dir = dir
-		built.path = filepath.Join(dir, "watchgate")
-		args := []string{"build", "-o", built.path}
-		if *serverRace {
-			args = append(args, "-race")
-		}
-		cmd := exec.Command("go", append(args, ".")...)
-		cmd.Dir = root
-		cmd.Env = append(os.Environ(), "GOTOOLCHAIN=go1.26.11")
-		if out, err := cmd.CombinedOutput(); err != nil {
-			built.err = fmt.Errorf("go build: %v\n%s", err, out)
-		}
-	})
-	if built.err != nil {
-		tb.Fatal(built.err)
+	if p := os.Getenv("WATCHGATE_RELIABILITY_BIN"); p != "" {
+		return p // a binary built beforehand
 	}
-	return built.path
-}
-
-// repoRoot is the directory of go.mod above this package.
-func repoRoot() (string, error) {
-	_, file, _, ok := runtime.Caller(0)
-	if !ok {
-		return "", errors.New("reliability: cannot locate the source")
+	if *serverRace {
+		return testbin.Build(tb, "-race")
 	}
-	dir := filepath.Dir(file)
-	for {
-		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
-			return dir, nil
-		}
-		parent := filepath.Dir(dir)
-		if parent == dir {
-			return "", errors.New("reliability: go.mod not found")
-		}
-		dir = parent
-	}
+	return testbin.Build(tb)
 }
 
 // server is one run of the watchgate binary.

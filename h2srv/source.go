@@ -50,6 +50,22 @@ func Detach(w http.ResponseWriter, src Source) (ready func(), err error) {
 	}
 }
 
+// CanDetach reports whether w is this package's ResponseWriter (beneath
+// its wrappers, as for Detach) and has not been detached: whether Detach
+// may take it over, unless its stream ends first.
+func CanDetach(w http.ResponseWriter) bool {
+	for {
+		switch t := w.(type) {
+		case *responseWriter:
+			return !t.detached
+		case interface{ Unwrap() http.ResponseWriter }:
+			w = t.Unwrap()
+		default:
+			return false
+		}
+	}
+}
+
 func (w *responseWriter) detach(src Source) (func(), error) {
 	if w.detached {
 		return nil, ErrNotDetachable

@@ -71,9 +71,10 @@
 // WINDOW_UPDATE. The Source is closed when it reports the end, when the
 // peer resets the stream and when the connection closes.
 //
-// What a watch needs on top (not built yet): a Source over a
-// watchhub.Stream that encodes its events as SSE; the hub's OnReady hook;
-// heartbeats and bookmarks from one timer wheel per connection rather
-// than a timer per stream; and a stream whose window stays at zero for
-// the write timeout reset by the writer.
+// Package sse's Handler detaches its watch streams when CanDetach reports
+// that the ResponseWriter is this package's (its Source drains the hub
+// stream on OnReady; one timer of the Handler sends the heartbeats of all
+// of them). Not built yet: a detached stream whose window stays at zero
+// for the write timeout is not reset (the socket's write deadline bounds
+// only a connection that stops reading altogether).
 package h2srv

@@ -97,7 +97,11 @@ type conn struct {
 	obuf         []byte      // the writer's buffer for a source's frame
 	lastRead     time.Time   // when the last frame was read
 	pingTimer    *time.Timer // nil without Options.PingInterval
-	pingSent     time.Time   // zero when no PING waits for its ACK
+	// stallTimer runs onStall while stallArmed; nil until a detached
+	// stream first stalls.
+	stallTimer *time.Timer
+	stallArmed bool
+	pingSent   time.Time // zero when no PING waits for its ACK
 }
 
 // pingData is the payload of the server's PINGs.
@@ -340,6 +344,7 @@ func (c *conn) processWindowUpdate(f *http2.WindowUpdateFrame) error {
 	if st.sendWindow > maxWindow {
 		return http2.StreamError{StreamID: f.StreamID, Code: http2.ErrCodeFlowControl}
 	}
+	st.stalled = time.Time{}
 	c.readyLocked(st)
 	return nil
 }
@@ -515,6 +520,9 @@ func (c *conn) closeNow() {
 	}
 	if c.pingTimer != nil {
 		c.pingTimer.Stop()
+	}
+	if c.stallTimer != nil {
+		c.stallTimer.Stop()
 	}
 	c.mu.Unlock()
 	c.nc.Close()

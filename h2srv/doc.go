@@ -74,7 +74,9 @@
 // Package sse's Handler detaches its watch streams when CanDetach reports
 // that the ResponseWriter is this package's (its Source drains the hub
 // stream on OnReady; one timer of the Handler sends the heartbeats of all
-// of them). Not built yet: a detached stream whose window stays at zero
-// for the write timeout is not reset (the socket's write deadline bounds
-// only a connection that stops reading altogether).
+// of them). A detached stream whose send window stays at zero, with its
+// Source ready, for Options.WriteTimeout is reset (RST_STREAM CANCEL) and
+// its Source closed, as a handler's blocked write fails at its deadline:
+// the socket's write deadline alone bounds only a peer that stops reading
+// the whole connection.
 package h2srv

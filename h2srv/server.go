@@ -79,7 +79,8 @@ type Options struct {
 	// its ReadTimeout; zero there means never.
 	IdleTimeout time.Duration
 	// WriteTimeout bounds each write(2) of a batch of frames; a connection
-	// whose peer does not read for that long is closed. Default 10 s.
+	// whose peer does not read for that long is closed. A detached stream
+	// whose send window stays at zero that long is reset. Default 10 s.
 	WriteTimeout time.Duration
 	// PingInterval is how long a connection may stay silent before the
 	// server sends a PING; a PING not acknowledged within PingTimeout

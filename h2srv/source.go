@@ -4,6 +4,7 @@ import (
 	"errors"
 	"net/http"
 	"sync/atomic"
+	"time"
 
 	"golang.org/x/net/http2"
 )
@@ -127,6 +128,7 @@ func (c *conn) hasPending() bool {
 func (c *conn) writeSourceLocked(st *stream) bool {
 	n := min(int64(c.peerFrame), st.sendWindow, c.sendWindow)
 	if n <= 0 {
+		c.noteStallLocked(st)
 		return c.queueBlocked(st)
 	}
 	buf := append(c.obuf[:0], make([]byte, frameHeaderLen)...)
@@ -161,7 +163,18 @@ func (c *conn) writeSourceLocked(st *stream) bool {
 		st.srcReady = false
 		return false
 	}
+	// The source filled what the windows allowed: it may have more.
+	c.noteStallLocked(st)
 	return st.sendWindow > 0 && c.sendWindow > 0 || c.queueBlocked(st)
+}
+
+// noteStallLocked records when st, whose source may have more, found its
+// send window at zero.
+func (c *conn) noteStallLocked(st *stream) {
+	if st.sendWindow <= 0 && st.stalled.IsZero() {
+		st.stalled = time.Now()
+		c.armStallLocked(c.opts.WriteTimeout)
+	}
 }
 
 const frameHeaderLen = 9
@@ -170,3 +183,52 @@ var errBadSource = errors.New("h2srv: source filled past its limit")
 
 // srcFlag is set by ready until the writer takes the stream.
 type srcFlag = atomic.Bool
+
+// armStallLocked makes onStall run in d unless it is due already.
+func (c *conn) armStallLocked(d time.Duration) {
+	if c.stallArmed || c.dead {
+		return
+	}
+	c.stallArmed = true
+	if c.stallTimer == nil {
+		c.stallTimer = time.AfterFunc(d, c.onStall)
+		return
+	}
+	c.stallTimer.Reset(d)
+}
+
+// onStall resets the detached streams whose send window has stayed at
+// zero, with their source ready, for Options.WriteTimeout: their peer
+// keeps the connection but does not read them, and a watch's client is
+// better told to reconnect (and resume) than left behind for good. It is
+// what a write deadline does to a handler's blocked write.
+func (c *conn) onStall() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.stallArmed = false
+	if c.dead {
+		return
+	}
+	now, wt := time.Now(), c.opts.WriteTimeout
+	var next time.Duration
+	for id, st := range c.streams {
+		if st.stalled.IsZero() {
+			continue
+		}
+		if st.sendWindow > 0 || st.src == nil {
+			st.stalled = time.Time{}
+			continue
+		}
+		if age := now.Sub(st.stalled); age < wt {
+			if next == 0 || wt-age < next {
+				next = wt - age
+			}
+			continue
+		}
+		c.logf("h2srv: stream %d: no window for %v, reset", id, wt)
+		_ = c.resetStreamLocked(id, http2.ErrCodeCancel)
+	}
+	if next > 0 {
+		c.armStallLocked(next)
+	}
+}

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+	"golang.org/x/net/http2"
 )
 
 // bufSource is a Source over a byte queue that a test appends to.
@@ -159,4 +160,64 @@ func TestDetachNoGoroutine(t *testing.T) {
 			t.Fatal("source not closed after the client's reset")
 		}
 	}
+}
+
+// TestDetachStalled checks that a detached stream whose peer stops
+// opening its window is reset after WriteTimeout and its source closed,
+// while a stream of the same connection that is read goes on, past
+// several write timeouts.
+func TestDetachStalled(t *testing.T) {
+	const wt = 200 * time.Millisecond
+	sources := make(chan *bufSource, 2)
+	ts := newTestServer(t, detachHandler(sources), Options{WriteTimeout: wt}, false)
+	rc := dialRaw(t, ts)
+	// Only the streams' windows limit the server.
+	if err := rc.fr.WriteWindowUpdate(0, 1<<30); err != nil {
+		t.Fatal(err)
+	}
+	rc.request(1, http.MethodGet, "/stalled", true)
+	stalled := <-sources
+	rc.request(3, http.MethodGet, "/read", true)
+	read := <-sources
+	// More than the stream's initial window of 65,535 bytes.
+	stalled.push(strings.Repeat("x", 100000), false)
+	start := time.Now()
+	var reset *http2.RSTStreamFrame
+	for i := 0; time.Since(start) < 3*wt; i++ {
+		read.push(fmt.Sprintf("id: %d\n", i), false)
+		f := rc.expect(func(f http2.Frame) bool {
+			if r, ok := f.(*http2.RSTStreamFrame); ok {
+				if r.StreamID != 1 {
+					t.Fatalf("stream %d reset: %v", r.StreamID, r.ErrCode)
+				}
+				reset = r
+				if d := time.Since(start); d < wt {
+					t.Errorf("stalled stream reset after %v, before the write timeout", d)
+				}
+			}
+			d, ok := f.(*http2.DataFrame)
+			return ok && d.StreamID == 3 && len(d.Data()) > 0
+		})
+		n := len(f.(*http2.DataFrame).Data())
+		if err := rc.fr.WriteWindowUpdate(3, uint32(n)); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(wt / 20)
+	}
+	if reset == nil {
+		rc.expectReset(1, http2.ErrCodeCancel)
+	} else if reset.ErrCode != http2.ErrCodeCancel {
+		t.Errorf("stalled stream reset with %v, want CANCEL", reset.ErrCode)
+	}
+	select {
+	case <-stalled.closed:
+	case <-time.After(5 * time.Second):
+		t.Fatal("the stalled stream's source not closed")
+	}
+	select {
+	case <-read.closed:
+		t.Fatal("the stream being read was closed")
+	default:
+	}
+	rc.expectAlive()
 }

@@ -47,8 +47,11 @@ type stream struct {
 	srcReady bool
 	srcFlag  srcFlag
 
-	queued  bool          // on the connection's ready list
-	blocked bool          // waits for the connection's send window
+	queued  bool // on the connection's ready list
+	blocked bool // waits for the connection's send window
+	// stalled is when a detached stream found its send window at zero
+	// with its source ready, zero otherwise: see conn.onStall.
+	stalled time.Time
 	wake    chan struct{} // wakes the handler waiting to write
 
 	writeDeadline time.Time

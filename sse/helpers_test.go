@@ -96,7 +96,8 @@ func newEnvStore(tb testing.TB, opts Options, kvOpts kv.Options) *env {
 		e.srv.Close()
 	})
 
-	h2 := h2srv.New(nil, h2srv.Options{MaxConcurrentStreams: 1 << 15})
+	// A detached stream's write timeout is the connection's.
+	h2 := h2srv.New(nil, h2srv.Options{MaxConcurrentStreams: 1 << 15, WriteTimeout: opts.WriteTimeout})
 	e.srvX = httptest.NewUnstartedServer(e.h)
 	e.srvX.Config.Protocols = new(http.Protocols)
 	e.srvX.Config.Protocols.SetHTTP1(true)

@@ -63,6 +63,27 @@ func TestWriteTimeout(t *testing.T) {
 			t.Errorf("%d connections", n)
 		}
 	})
+
+	// A detached stream whose window stays at zero is reset by h2srv.
+	t.Run("HTTP/2-h2srv", func(t *testing.T) {
+		waitFor(t, func() bool { return e.h.Streams() == 0 })
+		other := connect(t, e.hx, e.url("small", ""), sseclient.Options{})
+		req, _ := http.NewRequestWithContext(t.Context(), http.MethodGet, e.url("big", ""), nil)
+		resp, err := e.hx.Do(req) // its body is never read
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		waitFor(t, func() bool { return e.h.detachedCount() == 2 })
+		fill(t, 1)
+		rev := e.put(t, "small", "still here too")
+		if ev := nextEvent(t, other); ev.ID != fmt.Sprint(rev) || !strings.Contains(ev.Data, "still here too") {
+			t.Errorf("other stream got %+v", ev)
+		}
+		if n := e.connsX.Load(); n != 1 {
+			t.Errorf("%d connections to h2srv", n)
+		}
+	})
 }
 
 // TestWatchFutureRev starts a watch at a revision not written yet, as etcd

@@ -6,12 +6,17 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/http"
+	"net/http/httptest"
 	"runtime"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"golang.org/x/net/http2"
 	"golang.org/x/net/http2/hpack"
+
+	"github.com/watchgate/watchgate/h2srv"
 )
 
 // h2Peer is an HTTP/2 client over x/net's Framer, reading on the
@@ -197,4 +202,56 @@ func TestTenThousandDetached(t *testing.T) {
 	// The connection's end closes every detached stream.
 	p.nc.Close()
 	waitFor(t, func() bool { return e.h.Streams() == 0 && e.h.detachedCount() == 0 })
+}
+
+// TestOnEnd checks that Request.OnEnd is called once when the stream
+// ends: when Serve returns on its goroutine, and for a detached stream
+// not when its handler returns but when the stream ends.
+func TestOnEnd(t *testing.T) {
+	e := newEnv(t, Options{})
+	var served, ended atomic.Int64
+	handler := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		req, err := e.h.ParseRequest(r, []byte("k"))
+		if err != nil {
+			t.Error(err)
+			return
+		}
+		req.OnEnd = func() { ended.Add(1) }
+		e.h.Serve(w, r, req)
+		served.Add(1)
+	})
+	for _, custom := range []bool{false, true} {
+		t.Run(map[bool]string{false: "net/http", true: "h2srv"}[custom], func(t *testing.T) {
+			served.Store(0)
+			ended.Store(0)
+			srv := httptest.NewUnstartedServer(handler)
+			srv.Config.Protocols = new(http.Protocols)
+			srv.Config.Protocols.SetHTTP1(true)
+			srv.Config.Protocols.SetUnencryptedHTTP2(true)
+			h2 := h2srv.New(nil, h2srv.Options{})
+			if custom {
+				srv.Config.TLSNextProto = h2.TLSNextProto()
+			}
+			srv.Start()
+			defer srv.Close()
+			defer h2.Close()
+			p := dialH2(t, srv.Listener.Addr().String())
+			p.get(1, "/")
+			p.readUntil("the retry line", p.allFramed(func(int) uint32 { return 1 }, 0, 1))
+			if custom {
+				waitFor(t, func() bool { return served.Load() == 1 })
+				if got := ended.Load(); got != 0 {
+					t.Fatalf("OnEnd called %d times while the detached stream is open", got)
+				}
+			} else if got := served.Load() + ended.Load(); got != 0 {
+				t.Fatalf("Serve returned (%d) or OnEnd called (%d) while the stream is open", served.Load(), ended.Load())
+			}
+			p.nc.Close()
+			waitFor(t, func() bool { return ended.Load() == 1 && served.Load() == 1 })
+			time.Sleep(50 * time.Millisecond)
+			if got := ended.Load(); got != 1 {
+				t.Fatalf("OnEnd called %d times", got)
+			}
+		})
+	}
 }

@@ -188,8 +188,18 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 }
 
 // Serve serves the parsed watch req until the client goes away, the watch
-// ends (compacted, error), the hub closes or Shutdown.
+// ends (compacted, error), the hub closes or Shutdown. Served by package
+// h2srv, it returns once the header is out and the stream is detached
+// (see Request.OnEnd for its end).
 func (h *Handler) Serve(w http.ResponseWriter, r *http.Request, req Request) {
+	detached := false
+	if req.OnEnd != nil {
+		defer func() {
+			if !detached {
+				req.OnEnd()
+			}
+		}()
+	}
 	select {
 	case <-h.done:
 		h.writeError(w, r, ErrUnavailable)
@@ -218,7 +228,6 @@ func (h *Handler) Serve(w http.ResponseWriter, r *http.Request, req Request) {
 		h.writeError(w, r, fmt.Errorf("%w: %w", ErrUnavailable, err))
 		return
 	}
-	detached := false
 	defer func() {
 		if !detached {
 			st.Close()
@@ -263,6 +272,7 @@ func (h *Handler) Serve(w http.ResponseWriter, r *http.Request, req Request) {
 	}
 	if src != nil {
 		// The response goes on without this goroutine.
+		src.onEnd = req.OnEnd
 		detached = h.detach(w, src, st, f)
 		return
 	}

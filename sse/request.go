@@ -37,6 +37,13 @@ type Request struct {
 	// Rev is the rev= start revision, used when Resume is zero; 0 means
 	// the next revision.
 	Rev int64
+	// OnEnd, when set, is called once when Serve is done with the
+	// request: when it returns, or, for a stream detached from its
+	// handler (served by package h2srv), when the stream ends, which is
+	// after Serve has returned. A caller that bounds open streams
+	// releases its count there rather than after Serve. It is not set by
+	// ParseRequest.
+	OnEnd func()
 }
 
 // Start is the first revision and sub-revision the stream sends, in the

@@ -28,6 +28,8 @@ type source struct {
 	end bool
 	// closed is set by Close.
 	closed bool
+	// onEnd is the Request's OnEnd.
+	onEnd func()
 
 	// ready wakes the connection's writer; nil until Detach returns.
 	ready atomic.Pointer[func()]
@@ -142,6 +144,9 @@ func (s *source) Close() {
 	s.off = 0
 	s.resps = nil
 	s.h.active.Add(-1)
+	if s.onEnd != nil {
+		s.onEnd()
+	}
 }
 
 // detach hands the stream over to w's connection writer and reports

@@ -76,7 +76,9 @@ func (s *Server) watch(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	defer release()
+	// A stream served by h2srv goes on after Serve returns, detached from
+	// this goroutine: the client's place is released when the stream ends.
+	req.OnEnd = release
 	s.sse.Serve(w, r, req)
 }
 

@@ -77,8 +77,16 @@ func (s *Server) watch(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	// A stream served by h2srv goes on after Serve returns, detached from
-	// this goroutine: the client's place is released when the stream ends.
+	// this goroutine: the client's place is released, and the access log
+	// written, when the stream ends.
 	req.OnEnd = release
+	if st := stateOf(r.Context()); st != nil {
+		end := st.openStream()
+		req.OnEnd = func() {
+			release()
+			end()
+		}
+	}
 	s.sse.Serve(w, r, req)
 }
 

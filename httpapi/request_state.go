@@ -50,10 +50,14 @@ const (
 )
 
 // openStream marks the request as serving a watch stream and returns
-// what to call when the stream ends.
-func (st *requestState) openStream() (end func()) {
+// what to call when the stream ends, with the bytes it wrote without the
+// response writer (a detached stream's body).
+func (st *requestState) openStream() (end func(detachedBytes int64)) {
 	st.stream.Store(streamOpen)
-	return func() {
+	return func(detachedBytes int64) {
+		// Nothing writes through rw any more; counted before the swap,
+		// which orders it before whichever side writes the line.
+		st.rw.bytes += detachedBytes
 		if st.stream.Swap(streamEnded) == streamHandlerDone {
 			st.logLine()
 		}

@@ -386,6 +386,10 @@ func TestAccessLogStream(t *testing.T) {
 			if d, _ := line["duration"].(float64); d < float64(open.Milliseconds()) {
 				t.Errorf("duration %v ms, want at least %v", line["duration"], open.Milliseconds())
 			}
+			// The retry line and the put event at least.
+			if b, _ := line["bytes"].(float64); b < 50 {
+				t.Errorf("bytes %v, want the stream's", line["bytes"])
+			}
 			if line["status"] != float64(200) || line["path"] != "/v1/watch/logged" {
 				t.Errorf("line %+v", line)
 			}

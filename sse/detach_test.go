@@ -209,14 +209,17 @@ func TestTenThousandDetached(t *testing.T) {
 // not when its handler returns but when the stream ends.
 func TestOnEnd(t *testing.T) {
 	e := newEnv(t, Options{})
-	var served, ended atomic.Int64
+	var served, ended, detachedBytes atomic.Int64
 	handler := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		req, err := e.h.ParseRequest(r, []byte("k"))
 		if err != nil {
 			t.Error(err)
 			return
 		}
-		req.OnEnd = func() { ended.Add(1) }
+		req.OnEnd = func(n int64) {
+			detachedBytes.Store(n)
+			ended.Add(1)
+		}
 		e.h.Serve(w, r, req)
 		served.Add(1)
 	})
@@ -251,6 +254,11 @@ func TestOnEnd(t *testing.T) {
 			time.Sleep(50 * time.Millisecond)
 			if got := ended.Load(); got != 1 {
 				t.Fatalf("OnEnd called %d times", got)
+			}
+			// A detached stream reports its body (the retry line), which
+			// did not go through the ResponseWriter; the other none.
+			if n := detachedBytes.Load(); custom != (n > 0) {
+				t.Errorf("OnEnd's detached bytes %d", n)
 			}
 		})
 	}

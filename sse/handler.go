@@ -196,7 +196,7 @@ func (h *Handler) Serve(w http.ResponseWriter, r *http.Request, req Request) {
 	if req.OnEnd != nil {
 		defer func() {
 			if !detached {
-				req.OnEnd()
+				req.OnEnd(0)
 			}
 		}()
 	}

@@ -41,9 +41,12 @@ type Request struct {
 	// request: when it returns, or, for a stream detached from its
 	// handler (served by package h2srv), when the stream ends, which is
 	// after Serve has returned. A caller that bounds open streams
-	// releases its count there rather than after Serve. It is not set by
+	// releases its count there rather than after Serve. detachedBytes is
+	// what the stream wrote without the ResponseWriter: the body bytes
+	// after it was detached (0 when it was not), for a caller that counts
+	// the bytes written through the ResponseWriter. It is not set by
 	// ParseRequest.
-	OnEnd func()
+	OnEnd func(detachedBytes int64)
 }
 
 // Start is the first revision and sub-revision the stream sends, in the

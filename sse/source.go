@@ -29,7 +29,9 @@ type source struct {
 	// closed is set by Close.
 	closed bool
 	// onEnd is the Request's OnEnd.
-	onEnd func()
+	onEnd func(detachedBytes int64)
+	// written counts the bytes Fill handed out.
+	written int64
 
 	// ready wakes the connection's writer; nil until Detach returns.
 	ready atomic.Pointer[func()]
@@ -59,6 +61,7 @@ func (s *source) Fill(dst []byte, max int) ([]byte, bool) {
 			n := min(len(rest), room)
 			dst = append(dst, rest[:n]...)
 			s.off += n
+			s.written += int64(n)
 			room -= n
 			if s.off < len(s.enc.buf) {
 				return dst, false // out of window: called again when it opens
@@ -145,7 +148,7 @@ func (s *source) Close() {
 	s.resps = nil
 	s.h.active.Add(-1)
 	if s.onEnd != nil {
-		s.onEnd()
+		s.onEnd(s.written)
 	}
 }
 

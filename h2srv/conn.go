@@ -101,7 +101,11 @@ type conn struct {
 	// stream first stalls.
 	stallTimer *time.Timer
 	stallArmed bool
-	pingSent   time.Time // zero when no PING waits for its ACK
+	// connStalled is when a stream with bytes ready first found the
+	// connection's send window at zero, zero while it is open: see
+	// onStall.
+	connStalled time.Time
+	pingSent    time.Time // zero when no PING waits for its ACK
 }
 
 // pingData is the payload of the server's PINGs.
@@ -326,10 +330,12 @@ func (c *conn) processWindowUpdate(f *http2.WindowUpdateFrame) error {
 		if c.sendWindow > maxWindow {
 			return http2.ConnectionError(http2.ErrCodeFlowControl)
 		}
+		c.connStalled = time.Time{}
 		for _, st := range c.connBlocked {
 			st.blocked = false
 			c.readyLocked(st)
 		}
+		clear(c.connBlocked)
 		c.connBlocked = c.connBlocked[:0]
 		return nil
 	}

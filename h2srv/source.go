@@ -202,6 +202,15 @@ func (c *conn) armStallLocked(d time.Duration) {
 // keeps the connection but does not read them, and a watch's client is
 // better told to reconnect (and resume) than left behind for good. It is
 // what a write deadline does to a handler's blocked write.
+//
+// It also ends the connection (GOAWAY ENHANCE_YOUR_CALM) whose own send
+// window has stayed at zero that long while streams have bytes ready: a
+// peer that opens stream windows but never the connection's holds every
+// stream without a write in progress, so that neither the socket's write
+// deadline nor the streams' stall fires. RFC 9113 has no error for a
+// receiver that stops granting window (it violates no rule, so not
+// FLOW_CONTROL_ERROR); section 10.5 lets an endpoint treat such abuse of
+// flow control as ENHANCE_YOUR_CALM.
 func (c *conn) onStall() {
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -211,6 +220,23 @@ func (c *conn) onStall() {
 	}
 	now, wt := time.Now(), c.opts.WriteTimeout
 	var next time.Duration
+	later := func(d time.Duration) {
+		if next == 0 || d < next {
+			next = d
+		}
+	}
+	if !c.connStalled.IsZero() {
+		switch age := now.Sub(c.connStalled); {
+		case c.sendWindow > 0 || !c.connWaitersLocked():
+			c.connStalled = time.Time{}
+		case age >= wt:
+			c.logf("h2srv: %v: no connection window for %v with streams ready, closing", c.remote, wt)
+			c.goAwayLocked(http2.ErrCodeEnhanceYourCalm, true)
+			return
+		default:
+			later(wt - age)
+		}
+	}
 	for id, st := range c.streams {
 		if st.stalled.IsZero() {
 			continue
@@ -220,9 +246,7 @@ func (c *conn) onStall() {
 			continue
 		}
 		if age := now.Sub(st.stalled); age < wt {
-			if next == 0 || wt-age < next {
-				next = wt - age
-			}
+			later(wt - age)
 			continue
 		}
 		c.logf("h2srv: stream %d: no window for %v, reset", id, wt)
@@ -231,4 +255,15 @@ func (c *conn) onStall() {
 	if next > 0 {
 		c.armStallLocked(next)
 	}
+}
+
+// connWaitersLocked reports whether a stream still open waits for the
+// connection's send window.
+func (c *conn) connWaitersLocked() bool {
+	for _, st := range c.connBlocked {
+		if !st.closed {
+			return true
+		}
+	}
+	return false
 }

@@ -171,12 +171,17 @@ func (c *conn) writeStreamLocked(st *stream) bool {
 	return false
 }
 
-// queueBlocked notes st as waiting for the connection's send window; it
+// queueBlocked notes st as waiting for the connection's send window, and
+// when the connection began to hold back ready streams (see onStall); it
 // returns false, for writeStreamLocked.
 func (c *conn) queueBlocked(st *stream) bool {
 	if c.sendWindow <= 0 && st.sendWindow > 0 && !st.blocked {
 		st.blocked = true
 		c.connBlocked = append(c.connBlocked, st)
+		if c.connStalled.IsZero() {
+			c.connStalled = time.Now()
+			c.armStallLocked(c.opts.WriteTimeout)
+		}
 	}
 	return false
 }

@@ -105,7 +105,12 @@ type conn struct {
 	// connection's send window at zero, zero while it is open: see
 	// onStall.
 	connStalled time.Time
-	pingSent    time.Time // zero when no PING waits for its ACK
+	// unackedSettings counts the server's SETTINGS frames the peer has not
+	// acknowledged; settingsTimer ends the connection when one waits
+	// longer than Options.PingTimeout (RFC 9113 section 6.5.3).
+	unackedSettings int
+	settingsTimer   *time.Timer
+	pingSent        time.Time // zero when no PING waits for its ACK
 }
 
 // pingData is the payload of the server's PINGs.
@@ -136,6 +141,7 @@ func newConn(s *Server, hs *http.Server, nc net.Conn, tc *tls.Conn, h http.Handl
 	// The server's connection preface comes first, before a GOAWAY that
 	// a shutdown may queue as soon as the connection is known.
 	c.ctrl = append(c.ctrl, ctrlFrame{typ: http2.FrameSettings})
+	c.unackedSettings = 1
 	if inc := c.opts.ConnWindow - 65535; inc > 0 {
 		c.ctrl = append(c.ctrl, ctrlFrame{typ: http2.FrameWindowUpdate, val: uint32(inc)})
 		c.recvWindow += int64(inc)
@@ -162,6 +168,7 @@ func (c *conn) serve(sawPreface bool) error {
 	if d := o.PingInterval; d > 0 {
 		c.pingTimer = time.AfterFunc(d, c.onPingTimer)
 	}
+	c.settingsTimer = time.AfterFunc(o.PingTimeout, c.onSettingsTimeout)
 	if isClosed(c.srv.shutdown) {
 		c.goAwayLocked(http2.ErrCodeNo, false)
 	}
@@ -293,6 +300,14 @@ func (c *conn) queueCtrl(f ctrlFrame) error {
 
 func (c *conn) processSettings(f *http2.SettingsFrame) error {
 	if f.IsAck() {
+		c.unackedSettings--
+		switch {
+		case c.unackedSettings < 0:
+			// An acknowledgement of nothing, as net/http treats it.
+			return http2.ConnectionError(http2.ErrCodeProtocol)
+		case c.unackedSettings == 0:
+			c.settingsTimer.Stop()
+		}
 		return nil
 	}
 	if err := f.ForeachSetting(func(s http2.Setting) error {
@@ -486,6 +501,20 @@ func (c *conn) onPingTimer() {
 	c.mu.Unlock()
 }
 
+// onSettingsTimeout ends the connection whose peer has not acknowledged
+// the server's SETTINGS within PingTimeout with GOAWAY SETTINGS_TIMEOUT
+// (RFC 9113 section 6.5.3): until it does, the server cannot count on
+// its limits being known.
+func (c *conn) onSettingsTimeout() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.dead || c.unackedSettings == 0 {
+		return
+	}
+	c.logf("h2srv: %v: SETTINGS not acknowledged within %v, closing", c.remote, c.opts.PingTimeout)
+	c.goAwayLocked(http2.ErrCodeSettingsTimeout, true)
+}
+
 // goAwayGraceful sends GOAWAY with NO_ERROR: the streams in flight
 // finish, new ones are ignored, and the connection closes after the last.
 func (c *conn) goAwayGraceful() { c.goAway(http2.ErrCodeNo, false) }
@@ -529,6 +558,9 @@ func (c *conn) closeNow() {
 	}
 	if c.stallTimer != nil {
 		c.stallTimer.Stop()
+	}
+	if c.settingsTimer != nil {
+		c.settingsTimer.Stop()
 	}
 	c.mu.Unlock()
 	c.nc.Close()

@@ -98,3 +98,37 @@ func TestConnWindowStalled(t *testing.T) {
 		rc.fr.WriteRSTStream(1, http2.ErrCodeCancel)
 	})
 }
+
+// TestSettingsAck checks that a peer that does not acknowledge the
+// server's SETTINGS within PingTimeout gets GOAWAY SETTINGS_TIMEOUT, that
+// one that does is kept past it, and that an acknowledgement of SETTINGS
+// never sent is a PROTOCOL_ERROR.
+func TestSettingsAck(t *testing.T) {
+	const timeout = 200 * time.Millisecond
+	opts := Options{PingTimeout: timeout}
+	t.Run("never acknowledged", func(t *testing.T) {
+		ts := newTestServer(t, echoHandler(), opts, false)
+		start := time.Now()
+		rc := dialRawAck(t, ts, false)
+		// The connection works meanwhile.
+		rc.expectAlive()
+		rc.expectGoAway(http2.ErrCodeSettingsTimeout)
+		if d := time.Since(start); d < timeout {
+			t.Errorf("GOAWAY after %v, before the timeout", d)
+		}
+	})
+	t.Run("acknowledged late but in time", func(t *testing.T) {
+		ts := newTestServer(t, echoHandler(), opts, false)
+		rc := dialRawAck(t, ts, false)
+		time.Sleep(timeout / 2)
+		rc.fr.WriteSettingsAck()
+		time.Sleep(2 * timeout)
+		rc.expectAlive()
+	})
+	t.Run("acknowledged twice", func(t *testing.T) {
+		ts := newTestServer(t, echoHandler(), opts, false)
+		rc := dialRaw(t, ts)
+		rc.fr.WriteSettingsAck()
+		rc.expectGoAway(http2.ErrCodeProtocol)
+	})
+}

@@ -84,7 +84,9 @@ type Options struct {
 	WriteTimeout time.Duration
 	// PingInterval is how long a connection may stay silent before the
 	// server sends a PING; a PING not acknowledged within PingTimeout
-	// closes the connection. Defaults: the http.Server's
+	// closes the connection. PingTimeout also bounds the wait for the
+	// acknowledgement of the server's SETTINGS, which ends the connection
+	// with GOAWAY SETTINGS_TIMEOUT. Defaults: the http.Server's
 	// HTTP2.SendPingTimeout (zero: no PING) and HTTP2.PingTimeout, else
 	// 15 s.
 	PingInterval time.Duration

@@ -58,8 +58,9 @@ type conn struct {
 	remote   string
 	logf     func(string, ...any)
 
-	br *bufio.Reader
-	fr *http2.Framer // reading, owned by the reader
+	br    *bufio.Reader
+	fr    *http2.Framer // reading, owned by the reader
+	empty emptyFrames   // owned by the reader
 
 	// Owned by the writer, used under mu.
 	wbuf bytes.Buffer
@@ -134,7 +135,7 @@ func newConn(s *Server, hs *http.Server, nc net.Conn, tc *tls.Conn, h http.Handl
 		c.tlsState = &st
 	}
 	c.br = bufio.NewReaderSize(nc, 16<<10)
-	c.fr = http2.NewFramer(nil, c.br)
+	c.fr = http2.NewFramer(nil, &frameSniffer{r: c.br, empty: &c.empty})
 	c.fr.ReadMetaHeaders = hpack.NewDecoder(4096, nil)
 	c.fr.MaxHeaderListSize = uint32(c.maxHeaderBytes())
 	c.fr.SetMaxReadFrameSize(c.opts.MaxReadFrameSize)
@@ -231,8 +232,18 @@ func (c *conn) readLoop(sawPreface bool) error {
 		if errors.Is(err, http2.ErrFrameTooLarge) {
 			return http2.ConnectionError(http2.ErrCodeFrameSize)
 		}
+		if errors.Is(err, errEmptyFrames) {
+			return http2.ConnectionError(http2.ErrCodeEnhanceYourCalm)
+		}
 		var se http2.StreamError
 		if errors.As(err, &se) {
+			if f == nil {
+				// A frame the Framer found malformed, such as a zero
+				// WINDOW_UPDATE increment: it did nothing.
+				if err := c.empty.note(); err != nil {
+					return err
+				}
+			}
 			if err := c.resetStream(se.StreamID, se.Code); err != nil {
 				return err
 			}

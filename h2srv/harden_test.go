@@ -1,6 +1,8 @@
 package h2srv
 
 import (
+	"bytes"
+	"fmt"
 	"net/http"
 	"strings"
 	"testing"
@@ -131,4 +133,110 @@ func TestSettingsAck(t *testing.T) {
 		rc.fr.WriteSettingsAck()
 		rc.expectGoAway(http2.ErrCodeProtocol)
 	})
+}
+
+// TestEmptyFrames checks that a flood of frames that carry nothing
+// (CVE-2019-9518) ends the connection with GOAWAY ENHANCE_YOUR_CALM,
+// and that empty frames between frames that do work do not.
+func TestEmptyFrames(t *testing.T) {
+	const flood = 2 * maxEmptyFrames
+	tests := []struct {
+		name string
+		run  func(t *testing.T, rc *rawConn)
+	}{
+		{"empty DATA", func(t *testing.T, rc *rawConn) {
+			rc.request(1, http.MethodPost, "/block", false)
+			for range flood {
+				rc.fr.WriteData(1, false, nil)
+			}
+			rc.expectGoAway(http2.ErrCodeEnhanceYourCalm)
+		}},
+		{"empty padded DATA", func(t *testing.T, rc *rawConn) {
+			rc.request(1, http.MethodPost, "/block", false)
+			for range flood {
+				rc.fr.WriteDataPadded(1, false, nil, make([]byte, 10))
+			}
+			rc.expectGoAway(http2.ErrCodeEnhanceYourCalm)
+		}},
+		{"empty HEADERS", func(t *testing.T, rc *rawConn) {
+			for id := uint32(1); id < 2*flood; id += 2 {
+				rc.fr.WriteHeaders(http2.HeadersFrameParam{StreamID: id, EndHeaders: true})
+			}
+			rc.expectGoAway(http2.ErrCodeEnhanceYourCalm)
+		}},
+		{"empty CONTINUATION", func(t *testing.T, rc *rawConn) {
+			rc.fr.WriteHeaders(http2.HeadersFrameParam{StreamID: 1, BlockFragment: rc.headerBlock("GET", "/")})
+			for range flood {
+				rc.fr.WriteContinuation(1, false, nil)
+			}
+			rc.expectGoAway(http2.ErrCodeEnhanceYourCalm)
+		}},
+		{"zero WINDOW_UPDATE", func(t *testing.T, rc *rawConn) {
+			rc.request(1, http.MethodGet, "/block", true)
+			for range flood {
+				// The Framer refuses to write a zero increment.
+				rc.nc.Write([]byte{0, 0, 4, byte(http2.FrameWindowUpdate), 0, 0, 0, 0, 1, 0, 0, 0, 0})
+			}
+			rc.expectGoAway(http2.ErrCodeEnhanceYourCalm)
+		}},
+		{"empty frames between data", func(t *testing.T, rc *rawConn) {
+			rc.request(1, http.MethodPost, "/", false)
+			for i := range 3 * maxEmptyFrames {
+				if i%(maxEmptyFrames/2) == 0 {
+					rc.fr.WriteData(1, false, []byte("x"))
+					continue
+				}
+				rc.fr.WriteData(1, false, nil)
+			}
+			rc.fr.WriteData(1, true, nil)
+			f := rc.expect(func(f http2.Frame) bool {
+				if ga, ok := f.(*http2.GoAwayFrame); ok {
+					t.Fatalf("GOAWAY %v", ga.ErrCode)
+				}
+				_, ok := f.(*http2.MetaHeadersFrame)
+				return ok
+			}).(*http2.MetaHeadersFrame)
+			if got := f.PseudoValue("status"); got != "200" {
+				t.Errorf("status %s, want 200", got)
+			}
+			rc.expectAlive()
+		}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			release := make(chan struct{})
+			defer close(release)
+			ts := newTestServer(t, blockingHandler(release), Options{}, false)
+			tt.run(t, dialRaw(t, ts))
+		})
+	}
+}
+
+// TestFrameSniffer checks that the sniffer finds the frame boundaries
+// however the bytes are split, counting the empty CONTINUATION frames
+// without END_HEADERS only.
+func TestFrameSniffer(t *testing.T) {
+	var raw bytes.Buffer
+	fr := http2.NewFramer(&raw, nil)
+	fr.WriteHeaders(http2.HeadersFrameParam{StreamID: 1, BlockFragment: []byte{0x82}})
+	fr.WriteContinuation(1, false, nil)                   // counted
+	fr.WriteContinuation(1, false, []byte{0, 0, 0, 0, 9}) // payload that looks like a frame header
+	fr.WriteData(1, false, bytes.Repeat([]byte{0}, 100000))
+	fr.WriteContinuation(1, false, nil) // counted
+	fr.WriteContinuation(1, true, nil)  // ends the block: not counted
+	fr.WriteData(1, false, nil)         // DATA is counted elsewhere
+	for _, chunk := range []int{1, 2, 7, 9, 10, 4096, raw.Len()} {
+		t.Run(fmt.Sprintf("chunk=%d", chunk), func(t *testing.T) {
+			var empty emptyFrames
+			s := &frameSniffer{empty: &empty}
+			for b := raw.Bytes(); len(b) > 0; {
+				k := min(chunk, len(b))
+				s.scan(b[:k])
+				b = b[k:]
+			}
+			if empty.n != 2 || s.nhdr != 0 || s.remain != 0 {
+				t.Errorf("counted %d, at header byte %d, %d payload bytes left; want 2, 0, 0", empty.n, s.nhdr, s.remain)
+			}
+		})
+	}
 }

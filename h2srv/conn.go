@@ -111,11 +111,26 @@ type conn struct {
 	// longer than Options.PingTimeout (RFC 9113 section 6.5.3).
 	unackedSettings int
 	settingsTimer   *time.Timer
-	pingSent        time.Time // zero when no PING waits for its ACK
+	// noticeSent says that the first GOAWAY of a graceful shutdown (last
+	// stream 2^31-1) is queued; noticeTimer sends the final one if the
+	// PING that follows it is not acknowledged first.
+	noticeSent  bool
+	noticeTimer *time.Timer
+	pingSent    time.Time // zero when no PING waits for its ACK
 }
 
-// pingData is the payload of the server's PINGs.
-var pingData = [8]byte{'w', 'a', 't', 'c', 'h', 'g', 't', 'e'}
+// pingData is the payload of the server's keepalive PINGs, noticePing
+// that of the PING following the first GOAWAY of a graceful shutdown.
+var (
+	pingData   = [8]byte{'w', 'a', 't', 'c', 'h', 'g', 't', 'e'}
+	noticePing = [8]byte{'g', 'o', 'a', 'w', 'a', 'y', '!', '!'}
+)
+
+// goAwayNoticeTimeout is how long a graceful shutdown waits for the
+// acknowledgement of the PING after its first GOAWAY before it sends the
+// final one: about a round trip is enough for requests in flight to
+// arrive. A variable so that tests may shorten it.
+var goAwayNoticeTimeout = time.Second
 
 func newConn(s *Server, hs *http.Server, nc net.Conn, tc *tls.Conn, h http.Handler, base context.Context) *conn {
 	c := &conn{srv: s, opts: resolve(s.opts, hs), hs: hs, nc: nc, tlsConn: tc, handler: h, base: base,
@@ -273,8 +288,15 @@ func (c *conn) processFrame(f http2.Frame) error {
 		return c.processWindowUpdate(f)
 	case *http2.PingFrame:
 		if f.IsAck() {
-			if f.Data == pingData {
+			switch f.Data {
+			case pingData:
 				c.pingSent = time.Time{}
+			case noticePing:
+				// Every request the peer sent before it read the first
+				// GOAWAY has arrived: the final GOAWAY names the last.
+				if c.noticeSent {
+					c.goAwayLocked(http2.ErrCodeNo, false)
+				}
 			}
 			return nil
 		}
@@ -526,9 +548,28 @@ func (c *conn) onSettingsTimeout() {
 	c.goAwayLocked(http2.ErrCodeSettingsTimeout, true)
 }
 
-// goAwayGraceful sends GOAWAY with NO_ERROR: the streams in flight
-// finish, new ones are ignored, and the connection closes after the last.
-func (c *conn) goAwayGraceful() { c.goAway(http2.ErrCodeNo, false) }
+// goAwayGraceful begins a graceful shutdown of the connection in two
+// steps, so that requests the peer sends while the GOAWAY is on its way
+// are served rather than ignored (RFC 9113 section 6.8): first GOAWAY
+// NO_ERROR with the last stream 2^31-1 and a PING; then, when the PING is
+// acknowledged or after goAwayNoticeTimeout, GOAWAY NO_ERROR with the
+// last stream the server has taken. The streams in flight finish, and
+// the connection closes after the last.
+func (c *conn) goAwayGraceful() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.dead || c.goAwaySent || c.noticeSent {
+		return
+	}
+	c.noticeSent = true
+	c.ctrl = append(c.ctrl,
+		ctrlFrame{typ: http2.FrameGoAway, val: maxWindow, code: http2.ErrCodeNo},
+		ctrlFrame{typ: http2.FramePing, data: noticePing})
+	c.noticeTimer = time.AfterFunc(goAwayNoticeTimeout, func() {
+		c.goAway(http2.ErrCodeNo, false)
+	})
+	c.kick()
+}
 
 func (c *conn) goAway(code http2.ErrCode, fatal bool) {
 	c.mu.Lock()
@@ -572,6 +613,9 @@ func (c *conn) closeNow() {
 	}
 	if c.settingsTimer != nil {
 		c.settingsTimer.Stop()
+	}
+	if c.noticeTimer != nil {
+		c.noticeTimer.Stop()
 	}
 	c.mu.Unlock()
 	c.nc.Close()

@@ -2,6 +2,7 @@ package h2srv
 
 import (
 	"bytes"
+	"context"
 	"fmt"
 	"net/http"
 	"strings"
@@ -236,6 +237,70 @@ func TestFrameSniffer(t *testing.T) {
 			}
 			if empty.n != 2 || s.nhdr != 0 || s.remain != 0 {
 				t.Errorf("counted %d, at header byte %d, %d payload bytes left; want 2, 0, 0", empty.n, s.nhdr, s.remain)
+			}
+		})
+	}
+}
+
+// TestGracefulGoAway checks the two-step GOAWAY of a graceful shutdown:
+// a request the peer sends after the first GOAWAY left the server (it
+// was on its way) is served, and the final GOAWAY names it; without the
+// PING's acknowledgement, the final GOAWAY follows after a timeout.
+func TestGracefulGoAway(t *testing.T) {
+	for _, ack := range []bool{true, false} {
+		t.Run(fmt.Sprintf("ack=%v", ack), func(t *testing.T) {
+			release := make(chan struct{})
+			defer close(release)
+			ts := newTestServer(t, blockingHandler(release), Options{}, false)
+			rc := dialRaw(t, ts)
+			rc.request(1, http.MethodGet, "/", true)
+			rc.expect(func(f http2.Frame) bool {
+				return f.Header().StreamID == 1 && f.Header().Flags.Has(http2.FlagDataEndStream)
+			})
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			defer cancel()
+			done := make(chan error, 1)
+			go func() { done <- ts.h2.Shutdown(ctx) }()
+
+			first := rc.expect(func(f http2.Frame) bool { _, ok := f.(*http2.GoAwayFrame); return ok }).(*http2.GoAwayFrame)
+			if first.ErrCode != http2.ErrCodeNo || first.LastStreamID != 1<<31-1 {
+				t.Errorf("first GOAWAY %v, last stream %d; want NO_ERROR, 2^31-1", first.ErrCode, first.LastStreamID)
+			}
+			// A request that crossed the GOAWAY.
+			rc.request(3, http.MethodGet, "/", true)
+			ping := rc.expect(func(f http2.Frame) bool { p, ok := f.(*http2.PingFrame); return ok && !p.IsAck() }).(*http2.PingFrame)
+			start := time.Now()
+			if ack {
+				rc.fr.WritePing(true, ping.Data)
+			}
+			var status string
+			var final *http2.GoAwayFrame
+			rc.expect(func(f http2.Frame) bool {
+				switch f := f.(type) {
+				case *http2.MetaHeadersFrame:
+					if f.StreamID == 3 {
+						status = f.PseudoValue("status")
+					}
+				case *http2.RSTStreamFrame:
+					t.Errorf("stream %d reset: %v", f.StreamID, f.ErrCode)
+				case *http2.GoAwayFrame:
+					final = f
+				}
+				return final != nil && status != ""
+			})
+			if status != "200" {
+				t.Errorf("status %s of the request sent after the first GOAWAY, want 200", status)
+			}
+			if final.ErrCode != http2.ErrCodeNo || final.LastStreamID != 3 {
+				t.Errorf("final GOAWAY %v, last stream %d; want NO_ERROR, 3", final.ErrCode, final.LastStreamID)
+			}
+			if d := time.Since(start); !ack && d < goAwayNoticeTimeout/2 {
+				t.Errorf("final GOAWAY %v after an unanswered PING, want about %v", d, goAwayNoticeTimeout)
+			}
+			rc.expectClose()
+			rc.nc.Close()
+			if err := <-done; err != nil {
+				t.Errorf("Shutdown: %v", err)
 			}
 		})
 	}

@@ -32,6 +32,9 @@ const (
 var (
 	errClientReset = errors.New("h2srv: stream reset by client")
 	errConnClosed  = errors.New("h2srv: connection closed")
+	// errInadequateTLS is the error of a TLS connection that HTTP/2 may
+	// not use (RFC 9113 section 9.2).
+	errInadequateTLS = http2.ConnectionError(http2.ErrCodeInadequateSecurity)
 )
 
 // ctrlFrame is a frame the reader asks the writer to send.
@@ -167,6 +170,28 @@ func newConn(s *Server, hs *http.Server, nc net.Conn, tc *tls.Conn, h http.Handl
 	return c
 }
 
+// adequateTLS checks a TLS connection against RFC 9113 section 9.2: TLS
+// 1.2 or later, and for TLS 1.2 a cipher suite with ephemeral key
+// exchange and AEAD (of those crypto/tls implements, the six ECDHE ones
+// with AES-GCM or ChaCha20-Poly1305; the others are on the list of
+// appendix A). As in net/http, a connection that fails it gets GOAWAY
+// INADEQUATE_SECURITY.
+func adequateTLS(st *tls.ConnectionState) error {
+	switch {
+	case st.Version < tls.VersionTLS12:
+		return fmt.Errorf("%w: %s", errInadequateTLS, tls.VersionName(st.Version))
+	case st.Version > tls.VersionTLS12:
+		return nil
+	}
+	switch st.CipherSuite {
+	case tls.TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256, tls.TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256,
+		tls.TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384, tls.TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384,
+		tls.TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256, tls.TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256:
+		return nil
+	}
+	return fmt.Errorf("%w: TLS 1.2 with %s", errInadequateTLS, tls.CipherSuiteName(st.CipherSuite))
+}
+
 func (c *conn) maxHeaderBytes() int { return c.opts.MaxHeaderBytes }
 
 func (c *conn) idleTimeout() time.Duration { return c.opts.IdleTimeout }
@@ -174,6 +199,15 @@ func (c *conn) idleTimeout() time.Duration { return c.opts.IdleTimeout }
 // serve runs the reader until the connection ends, then waits for the
 // writer.
 func (c *conn) serve(sawPreface bool) error {
+	if c.tlsState != nil {
+		if err := adequateTLS(c.tlsState); err != nil {
+			// Only the GOAWAY goes out, before the writer starts.
+			c.logf("h2srv: %v: %v", c.remote, err)
+			c.goAway(http2.ErrCodeInadequateSecurity, true)
+			go c.writeLoop()
+			return c.end(err)
+		}
+	}
 	go c.writeLoop()
 	o := c.opts
 	c.mu.Lock()
@@ -191,7 +225,13 @@ func (c *conn) serve(sawPreface bool) error {
 	c.mu.Unlock()
 	c.kick()
 
-	err := c.readLoop(sawPreface)
+	return c.end(c.readLoop(sawPreface))
+}
+
+// end closes the connection after the reader's error err, once a GOAWAY
+// that reports an error has been written and read, and waits for the
+// writer.
+func (c *conn) end(err error) error {
 	var ce http2.ConnectionError
 	if errors.As(err, &ce) {
 		c.goAway(http2.ErrCode(ce), true)

@@ -6,12 +6,14 @@ import (
 	"crypto/tls"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/google/go-cmp/cmp"
 	"golang.org/x/net/http2"
 )
 
@@ -380,4 +382,122 @@ func TestInadequateTLS(t *testing.T) {
 			rc.expectClose()
 		})
 	}
+}
+
+// TestHTTP2Config checks that the http.Server's HTTP2 settings,
+// MaxHeaderBytes and IdleTimeout are adopted where Options leaves them
+// zero (advertised in SETTINGS and enforced), and that Options wins.
+func TestHTTP2Config(t *testing.T) {
+	const (
+		sendPing  = 400 * time.Millisecond
+		pingWait  = 800 * time.Millisecond
+		writeWait = 200 * time.Millisecond
+	)
+	configure := func(hs *http.Server) {
+		hs.HTTP2 = &http.HTTP2Config{
+			MaxConcurrentStreams:          3,
+			MaxReadFrameSize:              32 << 10,
+			MaxReceiveBufferPerStream:     100000,
+			MaxReceiveBufferPerConnection: 200000,
+			SendPingTimeout:               sendPing,
+			PingTimeout:                   pingWait,
+			WriteByteTimeout:              writeWait,
+		}
+		hs.MaxHeaderBytes = 8192
+		hs.IdleTimeout = 5 * time.Second
+	}
+	release := make(chan struct{})
+	defer close(release)
+	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/big" {
+			echoHandler().ServeHTTP(w, r)
+			return
+		}
+		blockingHandler(release).ServeHTTP(w, r)
+	})
+	ts := newTestServerConfig(t, h, Options{}, false, configure)
+
+	t.Run("settings", func(t *testing.T) {
+		tests := []struct {
+			name string
+			ts   *testServer
+			want map[http2.SettingID]uint32
+		}{
+			{"from HTTP2Config", ts, map[http2.SettingID]uint32{
+				http2.SettingMaxFrameSize: 32 << 10, http2.SettingMaxConcurrentStreams: 3,
+				http2.SettingInitialWindowSize: 100000, http2.SettingMaxHeaderListSize: 8192}},
+			{"Options first", newTestServerConfig(t, h, Options{MaxConcurrentStreams: 9, MaxReadFrameSize: 1 << 16,
+				StreamWindow: 70000, MaxHeaderBytes: 4096}, false, configure), map[http2.SettingID]uint32{
+				http2.SettingMaxFrameSize: 1 << 16, http2.SettingMaxConcurrentStreams: 9,
+				http2.SettingInitialWindowSize: 70000, http2.SettingMaxHeaderListSize: 4096}},
+		}
+		for _, tt := range tests {
+			t.Run(tt.name, func(t *testing.T) {
+				nc, err := net.Dial("tcp", tt.ts.Listener.Addr().String())
+				if err != nil {
+					t.Fatal(err)
+				}
+				defer nc.Close()
+				fr := http2.NewFramer(nc, nc)
+				io.WriteString(nc, clientPreface)
+				fr.WriteSettings()
+				_ = nc.SetReadDeadline(time.Now().Add(5 * time.Second))
+				f, err := fr.ReadFrame()
+				if err != nil {
+					t.Fatal(err)
+				}
+				sf, ok := f.(*http2.SettingsFrame)
+				if !ok {
+					t.Fatalf("first frame %v", f.Header())
+				}
+				got := map[http2.SettingID]uint32{}
+				sf.ForeachSetting(func(s http2.Setting) error { got[s.ID] = s.Val; return nil })
+				if diff := cmp.Diff(tt.want, got); diff != "" {
+					t.Errorf("SETTINGS (-want +got):\n%s", diff)
+				}
+				f, err = fr.ReadFrame()
+				if wu, ok := f.(*http2.WindowUpdateFrame); err != nil || !ok || wu.StreamID != 0 || wu.Increment != 200000-65535 {
+					t.Errorf("after SETTINGS %v, %v; want the connection's WINDOW_UPDATE of %d", f, err, 200000-65535)
+				}
+			})
+		}
+	})
+	t.Run("max concurrent streams", func(t *testing.T) {
+		rc := dialRaw(t, ts)
+		for id := uint32(1); id <= 7; id += 2 {
+			rc.request(id, http.MethodGet, "/block", true)
+		}
+		rc.expectReset(7, http2.ErrCodeRefusedStream)
+		rc.expectAlive()
+	})
+	t.Run("max read frame size", func(t *testing.T) {
+		rc := dialRaw(t, ts)
+		rc.request(1, http.MethodPost, "/", false)
+		rc.fr.WriteData(1, false, make([]byte, 32<<10))
+		rc.expectAlive()
+		rc.fr.WriteData(1, false, make([]byte, 32<<10+1))
+		rc.expectGoAway(http2.ErrCodeFrameSize)
+	})
+	t.Run("write byte timeout", func(t *testing.T) {
+		rc := dialRaw(t, ts)
+		rc.fr.WriteSettings(http2.Setting{ID: http2.SettingInitialWindowSize, Val: 1 << 30})
+		rc.request(1, http.MethodGet, "/big", true)
+		start := time.Now()
+		rc.expectGoAway(http2.ErrCodeEnhanceYourCalm)
+		if d := time.Since(start); d < writeWait || d > sendPing {
+			t.Errorf("GOAWAY after %v, want %v", d, writeWait)
+		}
+	})
+	t.Run("ping", func(t *testing.T) {
+		rc := dialRaw(t, ts)
+		start := time.Now()
+		rc.expect(func(f http2.Frame) bool { p, ok := f.(*http2.PingFrame); return ok && !p.IsAck() })
+		if d := time.Since(start); d < sendPing/2 {
+			t.Errorf("PING after %v of silence, want %v", d, sendPing)
+		}
+		rc.expectClose()
+		if d := time.Since(start); d < sendPing+pingWait/2 {
+			t.Errorf("closed %v after the unanswered PING was sent, want %v", d-sendPing, pingWait)
+		}
+	})
 }

@@ -488,6 +488,16 @@ func TestHTTP2Config(t *testing.T) {
 			t.Errorf("GOAWAY after %v, want %v", d, writeWait)
 		}
 	})
+	t.Run("idle timeout", func(t *testing.T) {
+		const idle = 200 * time.Millisecond
+		ts := newTestServerConfig(t, h, Options{}, false, func(hs *http.Server) { hs.IdleTimeout = idle })
+		rc := dialRaw(t, ts)
+		start := time.Now()
+		rc.expectGoAway(http2.ErrCodeNo)
+		if d := time.Since(start); d < idle {
+			t.Errorf("idle connection closed after %v, want %v", d, idle)
+		}
+	})
 	t.Run("ping", func(t *testing.T) {
 		rc := dialRaw(t, ts)
 		start := time.Now()

@@ -497,7 +497,7 @@ func (c *conn) closeStreamLocked(st *stream, err error) {
 	if st.body != nil {
 		st.body.failLocked(err)
 	}
-	st.out = nil
+	st.releaseOut()
 	if st.src != nil {
 		st.src.Close()
 		st.src = nil

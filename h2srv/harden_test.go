@@ -6,10 +6,13 @@ import (
 	"crypto/tls"
 	"fmt"
 	"io"
+	"math/rand"
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -510,4 +513,61 @@ func TestHTTP2Config(t *testing.T) {
 			t.Errorf("closed %v after the unanswered PING was sent, want %v", d-sendPing, pingWait)
 		}
 	})
+}
+
+// TestResponseBuffers checks responses written in pieces of every size,
+// flushed or not, on concurrent streams of one connection: each client
+// gets exactly its bytes, whatever the pooled buffers beneath.
+func TestResponseBuffers(t *testing.T) {
+	body := func(seed int64) ([]byte, []int, []bool) {
+		r := rand.New(rand.NewSource(seed))
+		var data []byte
+		var pieces []int
+		var flush []bool
+		for len(data) < 300<<10 {
+			n := r.Intn(40 << 10)
+			if r.Intn(3) == 0 {
+				n = r.Intn(100)
+			}
+			p := make([]byte, n)
+			r.Read(p)
+			data = append(data, p...)
+			pieces = append(pieces, n)
+			flush = append(flush, r.Intn(2) == 0)
+		}
+		return data, pieces, flush
+	}
+	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		seed, _ := strconv.ParseInt(r.URL.Query().Get("seed"), 10, 64)
+		data, pieces, flush := body(seed)
+		for i, n := range pieces {
+			if _, err := w.Write(data[:n]); err != nil {
+				return
+			}
+			data = data[n:]
+			if flush[i] {
+				w.(http.Flusher).Flush()
+			}
+		}
+	})
+	ts := newTestServer(t, h, Options{}, false)
+	var wg sync.WaitGroup
+	for seed := range int64(20) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			resp, err := ts.client.Get(fmt.Sprintf("%s/?seed=%d", ts.URL, seed))
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			defer resp.Body.Close()
+			got, err := io.ReadAll(resp.Body)
+			want, _, _ := body(seed)
+			if err != nil || !bytes.Equal(got, want) {
+				t.Errorf("seed %d: %d bytes (%v), want %d, equal %v", seed, len(got), err, len(want), bytes.Equal(got, want))
+			}
+		}()
+	}
+	wg.Wait()
 }

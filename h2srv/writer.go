@@ -91,23 +91,28 @@ func (c *conn) fillLocked() {
 	clear(c.ctrl)
 	c.ctrl = c.ctrl[:0]
 	if c.fatal {
+		clear(c.ready)
 		c.ready = c.ready[:0]
 		return
 	}
 	c.takePendingLocked()
-	for len(c.ready) > 0 && c.wbuf.Len() < writeBatch {
-		st := c.ready[0]
-		c.ready[0] = nil
-		c.ready = c.ready[1:]
+	// Round-robin: a stream with more to send goes to the back. The list
+	// is consumed from the front and compacted after the round, so that
+	// its array is kept rather than reallocated every round.
+	i := 0
+	for i < len(c.ready) && c.wbuf.Len() < writeBatch {
+		st := c.ready[i]
+		c.ready[i] = nil
+		i++
 		st.queued = false
 		if c.writeStreamLocked(st) {
 			st.queued = true
 			c.ready = append(c.ready, st)
 		}
 	}
-	if len(c.ready) == 0 {
-		c.ready = nil
-	}
+	n := copy(c.ready, c.ready[i:])
+	clear(c.ready[n:])
+	c.ready = c.ready[:n]
 }
 
 // writeStreamLocked writes what st has to send, within the windows and
@@ -136,12 +141,12 @@ func (c *conn) writeStreamLocked(st *stream) bool {
 		switch {
 		case n < int64(len(st.out)):
 			st.out = st.out[n:]
-		case cap(st.out) <= keptOutBuffer:
+		case st.outBuf == nil && cap(st.out) <= keptOutBuffer:
 			// An idle stream keeps a small buffer for its next event, not
 			// a large one.
 			st.out = st.out[:0]
 		default:
-			st.out = nil
+			st.releaseOut()
 		}
 		st.sendWindow -= n
 		c.sendWindow -= n

@@ -174,13 +174,13 @@ func newConn(s *Server, hs *http.Server, nc net.Conn, tc *tls.Conn, h http.Handl
 // 1.2 or later, and for TLS 1.2 a cipher suite with ephemeral key
 // exchange and AEAD (of those crypto/tls implements, the six ECDHE ones
 // with AES-GCM or ChaCha20-Poly1305; the others are on the list of
-// appendix A). As in net/http, a connection that fails it gets GOAWAY
-// INADEQUATE_SECURITY.
-func adequateTLS(st *tls.ConnectionState) error {
+// appendix A), unless permitAnySuite. As in net/http, a connection that
+// fails it gets GOAWAY INADEQUATE_SECURITY.
+func adequateTLS(st *tls.ConnectionState, permitAnySuite bool) error {
 	switch {
 	case st.Version < tls.VersionTLS12:
 		return fmt.Errorf("%w: %s", errInadequateTLS, tls.VersionName(st.Version))
-	case st.Version > tls.VersionTLS12:
+	case st.Version > tls.VersionTLS12 || permitAnySuite:
 		return nil
 	}
 	switch st.CipherSuite {
@@ -200,7 +200,7 @@ func (c *conn) idleTimeout() time.Duration { return c.opts.IdleTimeout }
 // writer.
 func (c *conn) serve(sawPreface bool) error {
 	if c.tlsState != nil {
-		if err := adequateTLS(c.tlsState); err != nil {
+		if err := adequateTLS(c.tlsState, c.opts.PermitProhibitedCipherSuites); err != nil {
 			// Only the GOAWAY goes out, before the writer starts.
 			c.logf("h2srv: %v: %v", c.remote, err)
 			c.goAway(http2.ErrCodeInadequateSecurity, true)

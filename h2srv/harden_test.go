@@ -317,73 +317,122 @@ func TestGracefulGoAway(t *testing.T) {
 // TestInadequateTLS checks RFC 9113 section 9.2: HTTP/2 over TLS older
 // than 1.2, or TLS 1.2 with a prohibited cipher suite, gets GOAWAY
 // INADEQUATE_SECURITY as its only frame; TLS 1.2 with ECDHE and AEAD,
-// and TLS 1.3, are served.
+// and TLS 1.3, are served. The http.Server's
+// HTTP2.PermitProhibitedCipherSuites lets the suites through, not the
+// old versions; ServeConn handshakes a *tls.Conn first and checks the
+// same.
 func TestInadequateTLS(t *testing.T) {
-	s := New(echoHandler(), Options{})
-	ts := httptest.NewUnstartedServer(echoHandler())
-	ts.TLS = &tls.Config{MinVersion: tls.VersionTLS10}
-	ts.EnableHTTP2 = true
-	ts.Config.TLSNextProto = s.TLSNextProto()
-	ts.StartTLS()
-	t.Cleanup(func() {
-		ts.Close()
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		if err := s.Shutdown(ctx); err != nil {
-			t.Errorf("Shutdown: %v", err)
+	newServer := func(permit bool) string {
+		s := New(echoHandler(), Options{})
+		ts := httptest.NewUnstartedServer(echoHandler())
+		ts.TLS = &tls.Config{MinVersion: tls.VersionTLS10}
+		ts.EnableHTTP2 = true
+		ts.Config.TLSNextProto = s.TLSNextProto()
+		ts.Config.HTTP2 = &http.HTTP2Config{PermitProhibitedCipherSuites: permit}
+		ts.StartTLS()
+		t.Cleanup(func() {
+			ts.Close()
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			defer cancel()
+			if err := s.Shutdown(ctx); err != nil {
+				t.Errorf("Shutdown: %v", err)
+			}
+		})
+		return ts.Listener.Addr().String()
+	}
+	// serveConn accepts connections and hands them to ServeConn before
+	// their TLS handshake.
+	serveConn := func() string {
+		cert := httptest.NewUnstartedServer(nil)
+		cert.StartTLS()
+		certs := cert.TLS.Certificates
+		cert.Close()
+		s := New(echoHandler(), Options{})
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
 		}
-	})
+		var wg sync.WaitGroup
+		wg.Go(func() {
+			for {
+				c, err := ln.Accept()
+				if err != nil {
+					return
+				}
+				cfg := &tls.Config{Certificates: certs, NextProtos: []string{"h2"}, MinVersion: tls.VersionTLS10}
+				wg.Go(func() { s.ServeConn(tls.Server(c, cfg), nil) })
+			}
+		})
+		t.Cleanup(func() {
+			ln.Close()
+			s.Close()
+			wg.Wait()
+		})
+		return ln.Addr().String()
+	}
+	servers := []struct {
+		name   string
+		addr   string
+		permit bool
+	}{
+		{"TLSNextProto", newServer(false), false},
+		{"PermitProhibitedCipherSuites", newServer(true), true},
+		{"ServeConn", serveConn(), false},
+	}
 	tests := []struct {
 		name    string
 		version uint16
 		suite   uint16
 		ok      bool
+		permit  bool // ok when prohibited suites are permitted
 	}{
-		{"TLS 1.0", tls.VersionTLS10, tls.TLS_ECDHE_RSA_WITH_AES_128_CBC_SHA, false},
-		{"TLS 1.1", tls.VersionTLS11, tls.TLS_ECDHE_RSA_WITH_AES_256_CBC_SHA, false},
-		{"TLS 1.2 CBC", tls.VersionTLS12, tls.TLS_ECDHE_RSA_WITH_AES_128_CBC_SHA, false},
-		{"TLS 1.2 GCM", tls.VersionTLS12, tls.TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256, true},
-		{"TLS 1.2 ChaCha20", tls.VersionTLS12, tls.TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256, true},
-		{"TLS 1.3", tls.VersionTLS13, 0, true},
+		{"TLS 1.0", tls.VersionTLS10, tls.TLS_ECDHE_RSA_WITH_AES_128_CBC_SHA, false, false},
+		{"TLS 1.1", tls.VersionTLS11, tls.TLS_ECDHE_RSA_WITH_AES_256_CBC_SHA, false, false},
+		{"TLS 1.2 CBC", tls.VersionTLS12, tls.TLS_ECDHE_RSA_WITH_AES_128_CBC_SHA, false, true},
+		{"TLS 1.2 GCM", tls.VersionTLS12, tls.TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256, true, true},
+		{"TLS 1.2 ChaCha20", tls.VersionTLS12, tls.TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256, true, true},
+		{"TLS 1.3", tls.VersionTLS13, 0, true, true},
 	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			cfg := &tls.Config{InsecureSkipVerify: true, NextProtos: []string{"h2"},
-				MinVersion: tt.version, MaxVersion: tt.version}
-			if tt.suite != 0 {
-				cfg.CipherSuites = []uint16{tt.suite}
-			}
-			tc, err := tls.Dial("tcp", ts.Listener.Addr().String(), cfg)
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer tc.Close()
-			st := tc.ConnectionState()
-			if st.NegotiatedProtocol != "h2" || st.Version != tt.version || (tt.suite != 0 && st.CipherSuite != tt.suite) {
-				t.Fatalf("negotiated %q, %s, %s", st.NegotiatedProtocol, tls.VersionName(st.Version), tls.CipherSuiteName(st.CipherSuite))
-			}
-			rc := &rawConn{tb: t, nc: tc, fr: http2.NewFramer(tc, tc)}
-			io.WriteString(tc, clientPreface)
-			rc.fr.WriteSettings()
-			_ = tc.SetReadDeadline(time.Now().Add(5 * time.Second))
-			f, err := rc.fr.ReadFrame()
-			if err != nil {
-				t.Fatal(err)
-			}
-			if tt.ok {
-				if _, ok := f.(*http2.SettingsFrame); !ok {
-					t.Fatalf("first frame %v, want SETTINGS", f.Header())
+	for _, srv := range servers {
+		for _, tt := range tests {
+			t.Run(srv.name+"/"+tt.name, func(t *testing.T) {
+				cfg := &tls.Config{InsecureSkipVerify: true, NextProtos: []string{"h2"},
+					MinVersion: tt.version, MaxVersion: tt.version}
+				if tt.suite != 0 {
+					cfg.CipherSuites = []uint16{tt.suite}
 				}
-				rc.fr.WriteSettingsAck()
-				rc.expectAlive()
-				return
-			}
-			ga, ok := f.(*http2.GoAwayFrame)
-			if !ok || ga.ErrCode != http2.ErrCodeInadequateSecurity {
-				t.Fatalf("first frame %v, want GOAWAY INADEQUATE_SECURITY", f)
-			}
-			rc.expectClose()
-		})
+				tc, err := tls.Dial("tcp", srv.addr, cfg)
+				if err != nil {
+					t.Fatal(err)
+				}
+				defer tc.Close()
+				st := tc.ConnectionState()
+				if st.NegotiatedProtocol != "h2" || st.Version != tt.version || (tt.suite != 0 && st.CipherSuite != tt.suite) {
+					t.Fatalf("negotiated %q, %s, %s", st.NegotiatedProtocol, tls.VersionName(st.Version), tls.CipherSuiteName(st.CipherSuite))
+				}
+				rc := &rawConn{tb: t, nc: tc, fr: http2.NewFramer(tc, tc)}
+				io.WriteString(tc, clientPreface)
+				rc.fr.WriteSettings()
+				_ = tc.SetReadDeadline(time.Now().Add(5 * time.Second))
+				f, err := rc.fr.ReadFrame()
+				if err != nil {
+					t.Fatal(err)
+				}
+				if tt.ok || (srv.permit && tt.permit) {
+					if _, ok := f.(*http2.SettingsFrame); !ok {
+						t.Fatalf("first frame %v, want SETTINGS", f)
+					}
+					rc.fr.WriteSettingsAck()
+					rc.expectAlive()
+					return
+				}
+				ga, ok := f.(*http2.GoAwayFrame)
+				if !ok || ga.ErrCode != http2.ErrCodeInadequateSecurity {
+					t.Fatalf("first frame %v, want GOAWAY INADEQUATE_SECURITY", f)
+				}
+				rc.expectClose()
+			})
+		}
 	}
 }
 

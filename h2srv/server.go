@@ -96,6 +96,11 @@ type Options struct {
 	// CVE-2023-44487), with a burst of MaxConcurrentStreams; past it the
 	// connection gets GOAWAY with ENHANCE_YOUR_CALM. Default 100.
 	MaxResetsPerSecond int
+	// PermitProhibitedCipherSuites lets HTTP/2 run over TLS 1.2 with the
+	// cipher suites RFC 9113 prohibits (appendix A), which otherwise get
+	// GOAWAY INADEQUATE_SECURITY; TLS older than 1.2 always does. Default:
+	// the http.Server's HTTP2.PermitProhibitedCipherSuites.
+	PermitProhibitedCipherSuites bool
 }
 
 // Server serves HTTP/2 connections handed over by an http.Server through
@@ -167,6 +172,7 @@ func resolve(o Options, hs *http.Server) Options {
 	if o.PingTimeout <= 0 {
 		o.PingTimeout = cmp.Or(hc.PingTimeout, DefaultPingTimeout)
 	}
+	o.PermitProhibitedCipherSuites = o.PermitProhibitedCipherSuites || hc.PermitProhibitedCipherSuites
 	if o.MaxResetsPerSecond <= 0 {
 		o.MaxResetsPerSecond = DefaultMaxResetsPerSecond
 	}
@@ -201,11 +207,22 @@ func (s *Server) TLSNextProto() map[string]func(*http.Server, *tls.Conn, http.Ha
 // ServeConn serves one HTTP/2 connection (beginning with the client
 // preface) until it closes, running h for each request (nil: the
 // Server's handler). It is for connections that do not come through an
-// http.Server.
+// http.Server. A *tls.Conn is handshaken first if it was not yet.
 func (s *Server) ServeConn(c net.Conn, h http.Handler) error {
 	var tc *tls.Conn
 	if t, ok := c.(*tls.Conn); ok {
 		tc = t
+		if !tc.ConnectionState().HandshakeComplete {
+			// The TLS state decides whether HTTP/2 may run (RFC 9113
+			// section 9.2), so the handshake comes first.
+			ctx, cancel := context.WithTimeout(context.Background(), prefaceTimeout)
+			err := tc.HandshakeContext(ctx)
+			cancel()
+			if err != nil {
+				c.Close()
+				return err
+			}
+		}
 	}
 	return s.serve(nil, c, tc, h, false)
 }

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/tls"
+	"errors"
 	"fmt"
 	"io"
 	"math/rand"
@@ -619,4 +620,69 @@ func TestResponseBuffers(t *testing.T) {
 		}()
 	}
 	wg.Wait()
+}
+
+// TestHandlerStalled checks that a handler's stream whose send window
+// stays at zero for WriteTimeout, its output waiting, is reset and its
+// Write fails, with no write deadline set, while a stream of the same
+// connection that is read goes on.
+func TestHandlerStalled(t *testing.T) {
+	const wt = 200 * time.Millisecond
+	errs := make(chan error, 2)
+	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		chunk := make([]byte, 1000)
+		for {
+			if _, err := w.Write(chunk); err != nil {
+				errs <- err
+				return
+			}
+			w.(http.Flusher).Flush()
+			if r.URL.Path == "/read" {
+				time.Sleep(wt / 20)
+			}
+		}
+	})
+	ts := newTestServer(t, h, Options{WriteTimeout: wt}, false)
+	rc := dialRaw(t, ts)
+	// Only the streams' windows limit the server.
+	rc.fr.WriteWindowUpdate(0, 1<<30)
+	rc.request(1, http.MethodGet, "/stalled", true)
+	rc.request(3, http.MethodGet, "/read", true)
+	start := time.Now()
+	var reset *http2.RSTStreamFrame
+	for (reset == nil || time.Since(start) < 3*wt) && time.Since(start) < 5*time.Second {
+		f := rc.expect(func(f http2.Frame) bool {
+			if r, ok := f.(*http2.RSTStreamFrame); ok {
+				if r.StreamID != 1 || r.ErrCode != http2.ErrCodeCancel {
+					t.Fatalf("stream %d reset: %v", r.StreamID, r.ErrCode)
+				}
+				reset = r
+				if d := time.Since(start); d < wt {
+					t.Errorf("stalled stream reset after %v, before the write timeout", d)
+				}
+			}
+			d, ok := f.(*http2.DataFrame)
+			return ok && d.StreamID == 3 && len(d.Data()) > 0
+		})
+		rc.fr.WriteWindowUpdate(3, uint32(len(f.(*http2.DataFrame).Data())))
+	}
+	if reset == nil {
+		t.Fatal("the stalled stream was not reset")
+	}
+	select {
+	case err := <-errs:
+		if !errors.Is(err, ErrStreamClosed) {
+			t.Errorf("stalled handler's Write: %v, want ErrStreamClosed", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("the stalled handler's Write did not fail")
+	}
+	select {
+	case err := <-errs:
+		t.Fatalf("the handler being read failed: %v", err)
+	default:
+	}
+	rc.expectAlive()
+	rc.fr.WriteRSTStream(3, http2.ErrCodeCancel)
+	<-errs
 }

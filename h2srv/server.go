@@ -79,8 +79,12 @@ type Options struct {
 	// its ReadTimeout; zero there means never.
 	IdleTimeout time.Duration
 	// WriteTimeout bounds each write(2) of a batch of frames; a connection
-	// whose peer does not read for that long is closed. A detached stream
-	// whose send window stays at zero that long is reset. Default 10 s.
+	// whose peer does not read for that long is closed. A stream whose
+	// send window stays at zero that long while it has bytes to send is
+	// reset with RST_STREAM CANCEL (its handler's Write fails, a detached
+	// stream's Source is closed), and a connection whose send window does
+	// gets GOAWAY ENHANCE_YOUR_CALM. Default: the http.Server's
+	// HTTP2.WriteByteTimeout, else 10 s.
 	WriteTimeout time.Duration
 	// PingInterval is how long a connection may stay silent before the
 	// server sends a PING; a PING not acknowledged within PingTimeout

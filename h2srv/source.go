@@ -168,8 +168,8 @@ func (c *conn) writeSourceLocked(st *stream) bool {
 	return st.sendWindow > 0 && c.sendWindow > 0 || c.queueBlocked(st)
 }
 
-// noteStallLocked records when st, whose source may have more, found its
-// send window at zero.
+// noteStallLocked records when st, with bytes ready (its handler's output
+// or its source's), found its send window at zero.
 func (c *conn) noteStallLocked(st *stream) {
 	if st.sendWindow <= 0 && st.stalled.IsZero() {
 		st.stalled = time.Now()
@@ -197,11 +197,14 @@ func (c *conn) armStallLocked(d time.Duration) {
 	c.stallTimer.Reset(d)
 }
 
-// onStall resets the detached streams whose send window has stayed at
-// zero, with their source ready, for Options.WriteTimeout: their peer
-// keeps the connection but does not read them, and a watch's client is
-// better told to reconnect (and resume) than left behind for good. It is
-// what a write deadline does to a handler's blocked write.
+// onStall resets the streams whose send window has stayed at zero, with
+// bytes ready (a handler's output waiting, or a detached stream's source
+// ready), for Options.WriteTimeout: their peer keeps the connection but
+// does not read them, and a watch's client is better told to reconnect
+// (and resume) than left behind for good. It is what a write deadline
+// does to a handler's blocked write, without one: the handler's Write
+// fails, and a peer cannot hold handlers (their goroutines and buffers)
+// for good by never opening their windows.
 //
 // It also ends the connection (GOAWAY ENHANCE_YOUR_CALM) whose own send
 // window has stayed at zero that long while streams have bytes ready: a
@@ -241,7 +244,7 @@ func (c *conn) onStall() {
 		if st.stalled.IsZero() {
 			continue
 		}
-		if st.sendWindow > 0 || st.src == nil {
+		if st.sendWindow > 0 || (st.src == nil && len(st.out) == 0) {
 			st.stalled = time.Time{}
 			continue
 		}

@@ -134,6 +134,7 @@ func (c *conn) writeStreamLocked(st *stream) bool {
 	if len(st.out) > 0 {
 		n := min(int64(len(st.out)), int64(c.peerFrame), st.sendWindow, c.sendWindow)
 		if n <= 0 {
+			c.noteStallLocked(st)
 			return c.queueBlocked(st)
 		}
 		end := st.handlerDone && n == int64(len(st.out)) && st.trailers == nil
@@ -156,6 +157,7 @@ func (c *conn) writeStreamLocked(st *stream) bool {
 			return false
 		}
 		if len(st.out) > 0 {
+			c.noteStallLocked(st)
 			return st.sendWindow > 0 && c.sendWindow > 0 || c.queueBlocked(st)
 		}
 	}

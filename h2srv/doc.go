@@ -23,7 +23,8 @@
 // keeps the stream table, the flow-control windows and the stream state
 // machine under the connection's mutex, and never blocks on anything but
 // the socket and that mutex: request bodies are buffered up to the
-// stream's receive window. The writer owns the socket's writes, the
+// stream's receive window, and up to the connection's (1 MiB by default,
+// as in net/http) for all of them. The writer owns the socket's writes, the
 // write buffer and the HPACK encoder; each round it gathers the queued
 // control frames (SETTINGS and PING acknowledgements, WINDOW_UPDATE,
 // RST_STREAM, GOAWAY) and the ready streams' HEADERS and DATA, within
@@ -118,11 +119,13 @@
 // Package sse's Handler detaches its watch streams when CanDetach reports
 // that the ResponseWriter is this package's (its Source drains the hub
 // stream on OnReady; one timer of the Handler sends the heartbeats of all
-// of them). A detached stream whose send window stays at zero, with its
-// Source ready, for Options.WriteTimeout is reset (RST_STREAM CANCEL) and
-// its Source closed, as a handler's blocked write fails at its deadline:
-// the socket's write deadline alone bounds only a peer that stops reading
-// the whole connection.
+// of them). A stream whose send window stays at zero, with bytes to send
+// (a handler's output, or a detached stream's Source ready), for
+// Options.WriteTimeout is reset (RST_STREAM CANCEL): the handler's Write
+// fails, a detached stream's Source is closed, as a blocked write fails
+// at its deadline. The socket's write deadline alone bounds only a peer
+// that stops reading the whole connection; the connection's own window
+// is watched too (see above).
 //
 // # Not done
 //

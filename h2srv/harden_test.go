@@ -472,17 +472,24 @@ func TestHTTP2Config(t *testing.T) {
 
 	t.Run("settings", func(t *testing.T) {
 		tests := []struct {
-			name string
-			ts   *testServer
-			want map[http2.SettingID]uint32
+			name    string
+			ts      *testServer
+			want    map[http2.SettingID]uint32
+			connInc uint32 // the connection's WINDOW_UPDATE
 		}{
+			{"defaults", newTestServer(t, h, Options{}, false), map[http2.SettingID]uint32{
+				http2.SettingMaxFrameSize: DefaultMaxReadFrameSize, http2.SettingMaxConcurrentStreams: DefaultMaxConcurrentStreams,
+				http2.SettingInitialWindowSize: DefaultStreamWindow, http2.SettingMaxHeaderListSize: http.DefaultMaxHeaderBytes},
+				DefaultConnWindow - 65535},
 			{"from HTTP2Config", ts, map[http2.SettingID]uint32{
 				http2.SettingMaxFrameSize: 32 << 10, http2.SettingMaxConcurrentStreams: 3,
-				http2.SettingInitialWindowSize: 100000, http2.SettingMaxHeaderListSize: 8192}},
+				http2.SettingInitialWindowSize: 100000, http2.SettingMaxHeaderListSize: 8192},
+				200000 - 65535},
 			{"Options first", newTestServerConfig(t, h, Options{MaxConcurrentStreams: 9, MaxReadFrameSize: 1 << 16,
-				StreamWindow: 70000, MaxHeaderBytes: 4096}, false, configure), map[http2.SettingID]uint32{
+				StreamWindow: 70000, ConnWindow: 300000, MaxHeaderBytes: 4096}, false, configure), map[http2.SettingID]uint32{
 				http2.SettingMaxFrameSize: 1 << 16, http2.SettingMaxConcurrentStreams: 9,
-				http2.SettingInitialWindowSize: 70000, http2.SettingMaxHeaderListSize: 4096}},
+				http2.SettingInitialWindowSize: 70000, http2.SettingMaxHeaderListSize: 4096},
+				300000 - 65535},
 		}
 		for _, tt := range tests {
 			t.Run(tt.name, func(t *testing.T) {
@@ -509,8 +516,8 @@ func TestHTTP2Config(t *testing.T) {
 					t.Errorf("SETTINGS (-want +got):\n%s", diff)
 				}
 				f, err = fr.ReadFrame()
-				if wu, ok := f.(*http2.WindowUpdateFrame); err != nil || !ok || wu.StreamID != 0 || wu.Increment != 200000-65535 {
-					t.Errorf("after SETTINGS %v, %v; want the connection's WINDOW_UPDATE of %d", f, err, 200000-65535)
+				if wu, ok := f.(*http2.WindowUpdateFrame); err != nil || !ok || wu.StreamID != 0 || wu.Increment != tt.connInc {
+					t.Errorf("after SETTINGS %v, %v; want the connection's WINDOW_UPDATE of %d", f, err, tt.connInc)
 				}
 			})
 		}
@@ -685,4 +692,24 @@ func TestHandlerStalled(t *testing.T) {
 	rc.expectAlive()
 	rc.fr.WriteRSTStream(3, http2.ErrCodeCancel)
 	<-errs
+}
+
+// TestUnreadBodies checks that request bodies no handler reads are
+// buffered up to the connection's window, 1 MiB by default as in
+// net/http, and no more: past it the peer violates flow control.
+func TestUnreadBodies(t *testing.T) {
+	release := make(chan struct{})
+	defer close(release)
+	ts := newTestServer(t, blockingHandler(release), Options{}, false)
+	rc := dialRaw(t, ts)
+	for id := uint32(1); id <= 5; id += 2 {
+		rc.request(id, http.MethodPost, "/block", false)
+	}
+	chunk := make([]byte, 16<<10)
+	for i := range DefaultConnWindow / len(chunk) {
+		rc.fr.WriteData(uint32(1+2*(i%3)), false, chunk)
+	}
+	rc.expectAlive()
+	rc.fr.WriteData(1, false, []byte("x"))
+	rc.expectGoAway(http2.ErrCodeFlowControl)
 }

@@ -15,7 +15,7 @@ import (
 const (
 	DefaultMaxConcurrentStreams = 250
 	DefaultStreamWindow         = 1 << 20
-	DefaultConnWindow           = 1 << 30
+	DefaultConnWindow           = 1 << 20
 	DefaultWriteTimeout         = 10 * time.Second
 	DefaultMaxReadFrameSize     = 1 << 20
 	DefaultMaxResetsPerSecond   = 100
@@ -68,7 +68,11 @@ type Options struct {
 	// MaxHeaderBytes, else http.DefaultMaxHeaderBytes.
 	MaxHeaderBytes int
 	// StreamWindow is the receive window of each stream for request
-	// bodies, ConnWindow that of the connection. Defaults 1 MiB and 1 GiB.
+	// bodies, ConnWindow that of the connection: request body bytes that
+	// handlers have not read yet are buffered up to StreamWindow a stream
+	// and ConnWindow a connection. Defaults: the http.Server's
+	// HTTP2.MaxReceiveBufferPerStream and PerConnection, else 1 MiB and
+	// 1 MiB, as net/http (ConnWindow is at least StreamWindow).
 	StreamWindow int32
 	ConnWindow   int32
 	// MaxReadFrameSize is the largest frame the server accepts

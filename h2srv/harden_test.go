@@ -90,12 +90,13 @@ func TestConnWindowStalled(t *testing.T) {
 	}
 
 	t.Run("slow but moving", func(t *testing.T) {
+		const wt = 500 * time.Millisecond // with a margin for a loaded machine
 		ts := newTestServer(t, echoHandler(), Options{WriteTimeout: wt}, false)
 		rc := dialRaw(t, ts)
 		rc.fr.WriteSettings(http2.Setting{ID: http2.SettingInitialWindowSize, Val: 1 << 30})
 		rc.request(1, http.MethodGet, "/big", true)
 		start := time.Now()
-		for time.Since(start) < 4*wt {
+		for time.Since(start) < 3*wt {
 			f := rc.expect(func(f http2.Frame) bool {
 				if ga, ok := f.(*http2.GoAwayFrame); ok {
 					t.Fatalf("GOAWAY %v while the window moves", ga.ErrCode)
@@ -103,7 +104,7 @@ func TestConnWindowStalled(t *testing.T) {
 				d, ok := f.(*http2.DataFrame)
 				return ok && len(d.Data()) > 0
 			})
-			time.Sleep(wt / 4)
+			time.Sleep(wt / 10)
 			rc.fr.WriteWindowUpdate(0, uint32(len(f.(*http2.DataFrame).Data())))
 		}
 		rc.expectAlive()
@@ -116,7 +117,7 @@ func TestConnWindowStalled(t *testing.T) {
 // one that does is kept past it, and that an acknowledgement of SETTINGS
 // never sent is a PROTOCOL_ERROR.
 func TestSettingsAck(t *testing.T) {
-	const timeout = 200 * time.Millisecond
+	const timeout = 500 * time.Millisecond
 	opts := Options{PingTimeout: timeout}
 	t.Run("never acknowledged", func(t *testing.T) {
 		ts := newTestServer(t, echoHandler(), opts, false)
@@ -132,7 +133,7 @@ func TestSettingsAck(t *testing.T) {
 	t.Run("acknowledged late but in time", func(t *testing.T) {
 		ts := newTestServer(t, echoHandler(), opts, false)
 		rc := dialRawAck(t, ts, false)
-		time.Sleep(timeout / 2)
+		time.Sleep(timeout / 5)
 		rc.fr.WriteSettingsAck()
 		time.Sleep(2 * timeout)
 		rc.expectAlive()
@@ -544,8 +545,9 @@ func TestHTTP2Config(t *testing.T) {
 		rc.request(1, http.MethodGet, "/big", true)
 		start := time.Now()
 		rc.expectGoAway(http2.ErrCodeEnhanceYourCalm)
-		if d := time.Since(start); d < writeWait || d > sendPing {
-			t.Errorf("GOAWAY after %v, want %v", d, writeWait)
+		// Not the default 10 s, which expect would not wait for.
+		if d := time.Since(start); d < writeWait {
+			t.Errorf("GOAWAY after %v, before WriteByteTimeout %v", d, writeWait)
 		}
 	})
 	t.Run("idle timeout", func(t *testing.T) {

@@ -11,9 +11,9 @@ import (
 	"log"
 	"net"
 	"net/http"
-	"time"
-
+	"strings"
 	"sync"
+	"time"
 
 	"golang.org/x/net/http2"
 	"golang.org/x/net/http2/hpack"
@@ -483,7 +483,25 @@ func (c *conn) resetStreamLocked(id uint32, code http2.ErrCode) error {
 	if c.dead {
 		return nil
 	}
+	c.countError(errName("stream", code))
 	return c.queueCtrl(ctrlFrame{typ: http2.FrameRSTStream, id: id, code: code})
+}
+
+// countError reports an error of the connection to the http.Server's
+// HTTP2.CountError, if set: a connection or stream error the server
+// sends ("conn_enhance_your_calm", "stream_refused_stream", see errName)
+// or a connection closed for an unanswered PING ("conn_ping_timeout").
+// It is called with the connection's lock held.
+func (c *conn) countError(name string) {
+	if c.hs == nil || c.hs.HTTP2 == nil || c.hs.HTTP2.CountError == nil {
+		return
+	}
+	c.hs.HTTP2.CountError(name)
+}
+
+// errName is kind_code in lower case, for CountError.
+func errName(kind string, code http2.ErrCode) string {
+	return kind + "_" + strings.ToLower(code.String())
 }
 
 // closeStreamLocked forgets st: its request's context is cancelled, its
@@ -559,6 +577,7 @@ func (c *conn) onPingTimer() {
 			c.mu.Unlock()
 			return
 		}
+		c.countError("conn_ping_timeout")
 		c.mu.Unlock()
 		c.closeNow()
 		return
@@ -626,6 +645,7 @@ func (c *conn) goAwayLocked(code http2.ErrCode, fatal bool) {
 	if fatal {
 		// A connection error: only the GOAWAY goes out.
 		c.ctrl = c.ctrl[:0]
+		c.countError(errName("conn", code))
 	}
 	c.ctrl = append(c.ctrl, ctrlFrame{typ: http2.FrameGoAway, val: c.lastStreamID, code: code})
 	c.kick()

@@ -73,9 +73,11 @@
 // MaxReadFrameSize, MaxReceiveBufferPerStream and PerConnection,
 // SendPingTimeout, PingTimeout, WriteByteTimeout and
 // PermitProhibitedCipherSuites, and its MaxHeaderBytes and IdleTimeout,
-// apply where Options leaves a field zero. MaxDecoderHeaderTableSize,
-// MaxEncoderHeaderTableSize and CountError are not used (the HPACK tables
-// are 4 KiB). GODEBUG=http2server=0 does not turn this server off: net/http
+// apply where Options leaves a field zero; its CountError is told of
+// every connection and stream error the server sends ("conn_" or
+// "stream_" and the code in lower case, "conn_ping_timeout").
+// MaxDecoderHeaderTableSize and MaxEncoderHeaderTableSize are not used
+// (the HPACK tables are 4 KiB). GODEBUG=http2server=0 does not turn this server off: net/http
 // keeps an "h2" entry of TLSNextProto; leave TLSNextProto unset (or drop
 // HTTP2 from the http.Server's Protocols) to serve HTTP/1.1 only.
 //
@@ -130,7 +132,7 @@
 // # Not done
 //
 //   - 1xx responses (100-continue), extended CONNECT and server push;
-//   - the HPACK table sizes of HTTP2Config, and its CountError hook;
+//   - the HPACK table sizes of HTTP2Config;
 //   - PRIORITY and unknown frames are read and ignored without a limit of
 //     their own (they make the server do no work; the control-frame and
 //     empty-frame bounds do not count them);

@@ -715,3 +715,30 @@ func TestUnreadBodies(t *testing.T) {
 	rc.fr.WriteData(1, false, []byte("x"))
 	rc.expectGoAway(http2.ErrCodeFlowControl)
 }
+
+// TestCountError checks that the errors the server sends are reported to
+// the http.Server's HTTP2.CountError.
+func TestCountError(t *testing.T) {
+	var mu sync.Mutex
+	var got []string
+	release := make(chan struct{})
+	defer close(release)
+	ts := newTestServerConfig(t, blockingHandler(release), Options{}, false, func(hs *http.Server) {
+		hs.HTTP2 = &http.HTTP2Config{MaxConcurrentStreams: 1, CountError: func(name string) {
+			mu.Lock()
+			got = append(got, name)
+			mu.Unlock()
+		}}
+	})
+	rc := dialRaw(t, ts)
+	rc.request(1, http.MethodGet, "/block", true)
+	rc.request(3, http.MethodGet, "/block", true)
+	rc.expectReset(3, http2.ErrCodeRefusedStream)
+	rc.request(4, http.MethodGet, "/", true)
+	rc.expectGoAway(http2.ErrCodeProtocol)
+	mu.Lock()
+	defer mu.Unlock()
+	if diff := cmp.Diff([]string{"stream_refused_stream", "conn_protocol_error"}, got); diff != "" {
+		t.Errorf("CountError (-want +got):\n%s", diff)
+	}
+}

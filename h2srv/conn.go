@@ -11,9 +11,9 @@ import (
 	"log"
 	"net"
 	"net/http"
-	"time"
-
+	"strings"
 	"sync"
+	"time"
 
 	"golang.org/x/net/http2"
 	"golang.org/x/net/http2/hpack"
@@ -32,6 +32,9 @@ const (
 var (
 	errClientReset = errors.New("h2srv: stream reset by client")
 	errConnClosed  = errors.New("h2srv: connection closed")
+	// errInadequateTLS is the error of a TLS connection that HTTP/2 may
+	// not use (RFC 9113 section 9.2).
+	errInadequateTLS = http2.ConnectionError(http2.ErrCodeInadequateSecurity)
 )
 
 // ctrlFrame is a frame the reader asks the writer to send.
@@ -58,8 +61,9 @@ type conn struct {
 	remote   string
 	logf     func(string, ...any)
 
-	br *bufio.Reader
-	fr *http2.Framer // reading, owned by the reader
+	br    *bufio.Reader
+	fr    *http2.Framer // reading, owned by the reader
+	empty emptyFrames   // owned by the reader
 
 	// Owned by the writer, used under mu.
 	wbuf bytes.Buffer
@@ -101,11 +105,35 @@ type conn struct {
 	// stream first stalls.
 	stallTimer *time.Timer
 	stallArmed bool
-	pingSent   time.Time // zero when no PING waits for its ACK
+	// connStalled is when a stream with bytes ready first found the
+	// connection's send window at zero, zero while it is open: see
+	// onStall.
+	connStalled time.Time
+	// unackedSettings counts the server's SETTINGS frames the peer has not
+	// acknowledged; settingsTimer ends the connection when one waits
+	// longer than Options.PingTimeout (RFC 9113 section 6.5.3).
+	unackedSettings int
+	settingsTimer   *time.Timer
+	// noticeSent says that the first GOAWAY of a graceful shutdown (last
+	// stream 2^31-1) is queued; noticeTimer sends the final one if the
+	// PING that follows it is not acknowledged first.
+	noticeSent  bool
+	noticeTimer *time.Timer
+	pingSent    time.Time // zero when no PING waits for its ACK
 }
 
-// pingData is the payload of the server's PINGs.
-var pingData = [8]byte{'w', 'a', 't', 'c', 'h', 'g', 't', 'e'}
+// pingData is the payload of the server's keepalive PINGs, noticePing
+// that of the PING following the first GOAWAY of a graceful shutdown.
+var (
+	pingData   = [8]byte{'w', 'a', 't', 'c', 'h', 'g', 't', 'e'}
+	noticePing = [8]byte{'g', 'o', 'a', 'w', 'a', 'y', '!', '!'}
+)
+
+// goAwayNoticeTimeout is how long a graceful shutdown waits for the
+// acknowledgement of the PING after its first GOAWAY before it sends the
+// final one: about a round trip is enough for requests in flight to
+// arrive. A variable so that tests may shorten it.
+var goAwayNoticeTimeout = time.Second
 
 func newConn(s *Server, hs *http.Server, nc net.Conn, tc *tls.Conn, h http.Handler, base context.Context) *conn {
 	c := &conn{srv: s, opts: resolve(s.opts, hs), hs: hs, nc: nc, tlsConn: tc, handler: h, base: base,
@@ -125,13 +153,14 @@ func newConn(s *Server, hs *http.Server, nc net.Conn, tc *tls.Conn, h http.Handl
 		c.tlsState = &st
 	}
 	c.br = bufio.NewReaderSize(nc, 16<<10)
-	c.fr = http2.NewFramer(nil, c.br)
+	c.fr = http2.NewFramer(nil, &frameSniffer{r: c.br, empty: &c.empty})
 	c.fr.ReadMetaHeaders = hpack.NewDecoder(4096, nil)
 	c.fr.MaxHeaderListSize = uint32(c.maxHeaderBytes())
 	c.fr.SetMaxReadFrameSize(c.opts.MaxReadFrameSize)
 	// The server's connection preface comes first, before a GOAWAY that
 	// a shutdown may queue as soon as the connection is known.
 	c.ctrl = append(c.ctrl, ctrlFrame{typ: http2.FrameSettings})
+	c.unackedSettings = 1
 	if inc := c.opts.ConnWindow - 65535; inc > 0 {
 		c.ctrl = append(c.ctrl, ctrlFrame{typ: http2.FrameWindowUpdate, val: uint32(inc)})
 		c.recvWindow += int64(inc)
@@ -141,6 +170,28 @@ func newConn(s *Server, hs *http.Server, nc net.Conn, tc *tls.Conn, h http.Handl
 	return c
 }
 
+// adequateTLS checks a TLS connection against RFC 9113 section 9.2: TLS
+// 1.2 or later, and for TLS 1.2 a cipher suite with ephemeral key
+// exchange and AEAD (of those crypto/tls implements, the six ECDHE ones
+// with AES-GCM or ChaCha20-Poly1305; the others are on the list of
+// appendix A), unless permitAnySuite. As in net/http, a connection that
+// fails it gets GOAWAY INADEQUATE_SECURITY.
+func adequateTLS(st *tls.ConnectionState, permitAnySuite bool) error {
+	switch {
+	case st.Version < tls.VersionTLS12:
+		return fmt.Errorf("%w: %s", errInadequateTLS, tls.VersionName(st.Version))
+	case st.Version > tls.VersionTLS12 || permitAnySuite:
+		return nil
+	}
+	switch st.CipherSuite {
+	case tls.TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256, tls.TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256,
+		tls.TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384, tls.TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384,
+		tls.TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256, tls.TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256:
+		return nil
+	}
+	return fmt.Errorf("%w: TLS 1.2 with %s", errInadequateTLS, tls.CipherSuiteName(st.CipherSuite))
+}
+
 func (c *conn) maxHeaderBytes() int { return c.opts.MaxHeaderBytes }
 
 func (c *conn) idleTimeout() time.Duration { return c.opts.IdleTimeout }
@@ -148,6 +199,15 @@ func (c *conn) idleTimeout() time.Duration { return c.opts.IdleTimeout }
 // serve runs the reader until the connection ends, then waits for the
 // writer.
 func (c *conn) serve(sawPreface bool) error {
+	if c.tlsState != nil {
+		if err := adequateTLS(c.tlsState, c.opts.PermitProhibitedCipherSuites); err != nil {
+			// Only the GOAWAY goes out, before the writer starts.
+			c.logf("h2srv: %v: %v", c.remote, err)
+			c.goAway(http2.ErrCodeInadequateSecurity, true)
+			go c.writeLoop()
+			return c.end(err)
+		}
+	}
 	go c.writeLoop()
 	o := c.opts
 	c.mu.Lock()
@@ -158,13 +218,20 @@ func (c *conn) serve(sawPreface bool) error {
 	if d := o.PingInterval; d > 0 {
 		c.pingTimer = time.AfterFunc(d, c.onPingTimer)
 	}
+	c.settingsTimer = time.AfterFunc(o.PingTimeout, c.onSettingsTimeout)
 	if isClosed(c.srv.shutdown) {
 		c.goAwayLocked(http2.ErrCodeNo, false)
 	}
 	c.mu.Unlock()
 	c.kick()
 
-	err := c.readLoop(sawPreface)
+	return c.end(c.readLoop(sawPreface))
+}
+
+// end closes the connection after the reader's error err, once a GOAWAY
+// that reports an error has been written and read, and waits for the
+// writer.
+func (c *conn) end(err error) error {
 	var ce http2.ConnectionError
 	if errors.As(err, &ce) {
 		c.goAway(http2.ErrCode(ce), true)
@@ -220,8 +287,18 @@ func (c *conn) readLoop(sawPreface bool) error {
 		if errors.Is(err, http2.ErrFrameTooLarge) {
 			return http2.ConnectionError(http2.ErrCodeFrameSize)
 		}
+		if errors.Is(err, errEmptyFrames) {
+			return http2.ConnectionError(http2.ErrCodeEnhanceYourCalm)
+		}
 		var se http2.StreamError
 		if errors.As(err, &se) {
+			if f == nil {
+				// A frame the Framer found malformed, such as a zero
+				// WINDOW_UPDATE increment: it did nothing.
+				if err := c.empty.note(); err != nil {
+					return err
+				}
+			}
 			if err := c.resetStream(se.StreamID, se.Code); err != nil {
 				return err
 			}
@@ -251,8 +328,15 @@ func (c *conn) processFrame(f http2.Frame) error {
 		return c.processWindowUpdate(f)
 	case *http2.PingFrame:
 		if f.IsAck() {
-			if f.Data == pingData {
+			switch f.Data {
+			case pingData:
 				c.pingSent = time.Time{}
+			case noticePing:
+				// Every request the peer sent before it read the first
+				// GOAWAY has arrived: the final GOAWAY names the last.
+				if c.noticeSent {
+					c.goAwayLocked(http2.ErrCodeNo, false)
+				}
 			}
 			return nil
 		}
@@ -289,6 +373,14 @@ func (c *conn) queueCtrl(f ctrlFrame) error {
 
 func (c *conn) processSettings(f *http2.SettingsFrame) error {
 	if f.IsAck() {
+		c.unackedSettings--
+		switch {
+		case c.unackedSettings < 0:
+			// An acknowledgement of nothing, as net/http treats it.
+			return http2.ConnectionError(http2.ErrCodeProtocol)
+		case c.unackedSettings == 0:
+			c.settingsTimer.Stop()
+		}
 		return nil
 	}
 	if err := f.ForeachSetting(func(s http2.Setting) error {
@@ -326,10 +418,12 @@ func (c *conn) processWindowUpdate(f *http2.WindowUpdateFrame) error {
 		if c.sendWindow > maxWindow {
 			return http2.ConnectionError(http2.ErrCodeFlowControl)
 		}
+		c.connStalled = time.Time{}
 		for _, st := range c.connBlocked {
 			st.blocked = false
 			c.readyLocked(st)
 		}
+		clear(c.connBlocked)
 		c.connBlocked = c.connBlocked[:0]
 		return nil
 	}
@@ -389,7 +483,25 @@ func (c *conn) resetStreamLocked(id uint32, code http2.ErrCode) error {
 	if c.dead {
 		return nil
 	}
+	c.countError(errName("stream", code))
 	return c.queueCtrl(ctrlFrame{typ: http2.FrameRSTStream, id: id, code: code})
+}
+
+// countError reports an error of the connection to the http.Server's
+// HTTP2.CountError, if set: a connection or stream error the server
+// sends ("conn_enhance_your_calm", "stream_refused_stream", see errName)
+// or a connection closed for an unanswered PING ("conn_ping_timeout").
+// It is called with the connection's lock held.
+func (c *conn) countError(name string) {
+	if c.hs == nil || c.hs.HTTP2 == nil || c.hs.HTTP2.CountError == nil {
+		return
+	}
+	c.hs.HTTP2.CountError(name)
+}
+
+// errName is kind_code in lower case, for CountError.
+func errName(kind string, code http2.ErrCode) string {
+	return kind + "_" + strings.ToLower(code.String())
 }
 
 // closeStreamLocked forgets st: its request's context is cancelled, its
@@ -403,7 +515,7 @@ func (c *conn) closeStreamLocked(st *stream, err error) {
 	if st.body != nil {
 		st.body.failLocked(err)
 	}
-	st.out = nil
+	st.releaseOut()
 	if st.src != nil {
 		st.src.Close()
 		st.src = nil
@@ -465,6 +577,7 @@ func (c *conn) onPingTimer() {
 			c.mu.Unlock()
 			return
 		}
+		c.countError("conn_ping_timeout")
 		c.mu.Unlock()
 		c.closeNow()
 		return
@@ -480,9 +593,42 @@ func (c *conn) onPingTimer() {
 	c.mu.Unlock()
 }
 
-// goAwayGraceful sends GOAWAY with NO_ERROR: the streams in flight
-// finish, new ones are ignored, and the connection closes after the last.
-func (c *conn) goAwayGraceful() { c.goAway(http2.ErrCodeNo, false) }
+// onSettingsTimeout ends the connection whose peer has not acknowledged
+// the server's SETTINGS within PingTimeout with GOAWAY SETTINGS_TIMEOUT
+// (RFC 9113 section 6.5.3): until it does, the server cannot count on
+// its limits being known.
+func (c *conn) onSettingsTimeout() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.dead || c.unackedSettings == 0 {
+		return
+	}
+	c.logf("h2srv: %v: SETTINGS not acknowledged within %v, closing", c.remote, c.opts.PingTimeout)
+	c.goAwayLocked(http2.ErrCodeSettingsTimeout, true)
+}
+
+// goAwayGraceful begins a graceful shutdown of the connection in two
+// steps, so that requests the peer sends while the GOAWAY is on its way
+// are served rather than ignored (RFC 9113 section 6.8): first GOAWAY
+// NO_ERROR with the last stream 2^31-1 and a PING; then, when the PING is
+// acknowledged or after goAwayNoticeTimeout, GOAWAY NO_ERROR with the
+// last stream the server has taken. The streams in flight finish, and
+// the connection closes after the last.
+func (c *conn) goAwayGraceful() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.dead || c.goAwaySent || c.noticeSent {
+		return
+	}
+	c.noticeSent = true
+	c.ctrl = append(c.ctrl,
+		ctrlFrame{typ: http2.FrameGoAway, val: maxWindow, code: http2.ErrCodeNo},
+		ctrlFrame{typ: http2.FramePing, data: noticePing})
+	c.noticeTimer = time.AfterFunc(goAwayNoticeTimeout, func() {
+		c.goAway(http2.ErrCodeNo, false)
+	})
+	c.kick()
+}
 
 func (c *conn) goAway(code http2.ErrCode, fatal bool) {
 	c.mu.Lock()
@@ -499,6 +645,7 @@ func (c *conn) goAwayLocked(code http2.ErrCode, fatal bool) {
 	if fatal {
 		// A connection error: only the GOAWAY goes out.
 		c.ctrl = c.ctrl[:0]
+		c.countError(errName("conn", code))
 	}
 	c.ctrl = append(c.ctrl, ctrlFrame{typ: http2.FrameGoAway, val: c.lastStreamID, code: code})
 	c.kick()
@@ -523,6 +670,12 @@ func (c *conn) closeNow() {
 	}
 	if c.stallTimer != nil {
 		c.stallTimer.Stop()
+	}
+	if c.settingsTimer != nil {
+		c.settingsTimer.Stop()
+	}
+	if c.noticeTimer != nil {
+		c.noticeTimer.Stop()
 	}
 	c.mu.Unlock()
 	c.nc.Close()

@@ -35,6 +35,20 @@ func FuzzConn(f *testing.F) {
 	f.Add(bytes.Clone(seed.Bytes()))
 	f.Add([]byte{0, 0, 0, 4, 1, 0, 0, 0, 0})
 	f.Add([]byte{})
+	// Floods of empty frames, a zero WINDOW_UPDATE, the acknowledgement
+	// of a shutdown's PING.
+	seed.Reset()
+	fr.WriteHeaders(http2.HeadersFrameParam{StreamID: 1, BlockFragment: hb.Bytes()})
+	for range 3 {
+		fr.WriteContinuation(1, false, nil)
+	}
+	fr.WriteContinuation(1, true, nil)
+	for range 3 {
+		fr.WriteData(1, false, nil)
+	}
+	seed.Write([]byte{0, 0, 4, byte(http2.FrameWindowUpdate), 0, 0, 0, 0, 1, 0, 0, 0, 0})
+	fr.WritePing(true, noticePing)
+	f.Add(bytes.Clone(seed.Bytes()))
 
 	f.Fuzz(func(t *testing.T, data []byte) {
 		s := New(echoHandler(), Options{MaxConcurrentStreams: 10})

@@ -23,9 +23,16 @@ type rawConn struct {
 	henc *hpack.Encoder
 }
 
-// dialRaw connects to ts, sends the preface and an empty SETTINGS, and
-// reads the server's SETTINGS.
+// dialRaw connects to ts, sends the preface and an empty SETTINGS, reads
+// the server's SETTINGS and acknowledges them.
 func dialRaw(tb testing.TB, ts *testServer) *rawConn {
+	tb.Helper()
+	return dialRawAck(tb, ts, true)
+}
+
+// dialRawAck is dialRaw that acknowledges the server's SETTINGS only
+// when ack is true.
+func dialRawAck(tb testing.TB, ts *testServer, ack bool) *rawConn {
 	tb.Helper()
 	nc, err := net.Dial("tcp", ts.Listener.Addr().String())
 	if err != nil {
@@ -46,6 +53,9 @@ func dialRaw(tb testing.TB, ts *testServer) *rawConn {
 		sf, ok := f.(*http2.SettingsFrame)
 		return ok && !sf.IsAck()
 	})
+	if !ack {
+		return rc
+	}
 	if err := rc.fr.WriteSettingsAck(); err != nil {
 		tb.Fatal(err)
 	}

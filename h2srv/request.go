@@ -14,6 +14,11 @@ import (
 // trailers.
 func (c *conn) processHeaders(f *http2.MetaHeadersFrame) error {
 	id := f.StreamID
+	if len(f.Fields) == 0 && !f.Truncated && !f.StreamEnded() {
+		if err := c.empty.note(); err != nil {
+			return err
+		}
+	}
 	if id%2 != 1 {
 		return http2.ConnectionError(http2.ErrCodeProtocol)
 	}
@@ -64,6 +69,7 @@ func (c *conn) processHeaders(f *http2.MetaHeadersFrame) error {
 	st.cancel = cancel
 	req = req.WithContext(ctx)
 	c.streams[id] = st
+	c.empty.progress()
 	c.running++
 	c.srv.handlers.Add(1)
 	if c.idleTimer != nil {
@@ -217,6 +223,13 @@ func (c *conn) newRequest(f *http2.MetaHeadersFrame) (*http.Request, error) {
 func (c *conn) processData(f *http2.DataFrame) error {
 	id := f.StreamID
 	n := int64(f.Length)
+	if len(f.Data()) > 0 {
+		c.empty.progress()
+	} else if !f.StreamEnded() {
+		if err := c.empty.note(); err != nil {
+			return err
+		}
+	}
 	if n > c.recvWindow {
 		return http2.ConnectionError(http2.ErrCodeFlowControl)
 	}

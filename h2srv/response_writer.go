@@ -30,6 +30,7 @@ type responseWriter struct {
 	bodyless    bool // HEAD, 204 or 304: the body is discarded
 	detached    bool // the body comes from a Source
 	buf         []byte
+	bufPool     *[]byte // from outPool, the array beneath buf once it is large
 }
 
 // Header returns the response header; changes after WriteHeader only
@@ -65,7 +66,11 @@ func (w *responseWriter) Write(p []byte) (int, error) {
 		return 0, http.ErrBodyNotAllowed
 	}
 	if !w.committed {
-		if len(w.buf)+len(p) <= responseBuffer {
+		if need := len(w.buf) + len(p); need <= responseBuffer {
+			if need > cap(w.buf) && need > keptOutBuffer && w.bufPool == nil {
+				w.bufPool = outPool.Get().(*[]byte)
+				w.buf = append((*w.bufPool)[:0], w.buf...)
+			}
 			w.buf = append(w.buf, p...)
 			return len(p), nil
 		}
@@ -146,13 +151,26 @@ func (w *responseWriter) commit(final bool) error {
 	st.hdrPending = true
 	st.status = w.status
 	st.header = h
-	c.mu.Unlock()
 	buf := w.buf
 	w.buf = nil
 	if w.bodyless {
 		buf = nil
 	}
+	var put *[]byte
+	if w.bufPool != nil {
+		if buf != nil && len(st.out) == 0 && st.outBuf == nil {
+			// The pooled array becomes the stream's output as it is.
+			st.out, st.outBuf, buf = buf, w.bufPool, nil
+		} else {
+			put = w.bufPool // once send has copied buf
+		}
+		w.bufPool = nil
+	}
+	c.mu.Unlock()
 	_, err := w.send(buf, !final)
+	if put != nil {
+		outPool.Put(put)
+	}
 	return err
 }
 
@@ -172,6 +190,9 @@ func (w *responseWriter) send(p []byte, push bool) (int, error) {
 		}
 		if room := 2*responseBuffer - len(st.out); room > 0 {
 			k := min(room, len(p))
+			if need := len(st.out) + k; need > cap(st.out) && need > keptOutBuffer {
+				st.growOut()
+			}
 			st.out = append(st.out, p[:k]...)
 			p, n = p[k:], n+k
 			if len(st.out) >= responseBuffer {

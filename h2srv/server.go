@@ -15,7 +15,7 @@ import (
 const (
 	DefaultMaxConcurrentStreams = 250
 	DefaultStreamWindow         = 1 << 20
-	DefaultConnWindow           = 1 << 30
+	DefaultConnWindow           = 1 << 20
 	DefaultWriteTimeout         = 10 * time.Second
 	DefaultMaxReadFrameSize     = 1 << 20
 	DefaultMaxResetsPerSecond   = 100
@@ -68,7 +68,11 @@ type Options struct {
 	// MaxHeaderBytes, else http.DefaultMaxHeaderBytes.
 	MaxHeaderBytes int
 	// StreamWindow is the receive window of each stream for request
-	// bodies, ConnWindow that of the connection. Defaults 1 MiB and 1 GiB.
+	// bodies, ConnWindow that of the connection: request body bytes that
+	// handlers have not read yet are buffered up to StreamWindow a stream
+	// and ConnWindow a connection. Defaults: the http.Server's
+	// HTTP2.MaxReceiveBufferPerStream and PerConnection, else 1 MiB and
+	// 1 MiB, as net/http (ConnWindow is at least StreamWindow).
 	StreamWindow int32
 	ConnWindow   int32
 	// MaxReadFrameSize is the largest frame the server accepts
@@ -79,12 +83,18 @@ type Options struct {
 	// its ReadTimeout; zero there means never.
 	IdleTimeout time.Duration
 	// WriteTimeout bounds each write(2) of a batch of frames; a connection
-	// whose peer does not read for that long is closed. A detached stream
-	// whose send window stays at zero that long is reset. Default 10 s.
+	// whose peer does not read for that long is closed. A stream whose
+	// send window stays at zero that long while it has bytes to send is
+	// reset with RST_STREAM CANCEL (its handler's Write fails, a detached
+	// stream's Source is closed), and a connection whose send window does
+	// gets GOAWAY ENHANCE_YOUR_CALM. Default: the http.Server's
+	// HTTP2.WriteByteTimeout, else 10 s.
 	WriteTimeout time.Duration
 	// PingInterval is how long a connection may stay silent before the
 	// server sends a PING; a PING not acknowledged within PingTimeout
-	// closes the connection. Defaults: the http.Server's
+	// closes the connection. PingTimeout also bounds the wait for the
+	// acknowledgement of the server's SETTINGS, which ends the connection
+	// with GOAWAY SETTINGS_TIMEOUT. Defaults: the http.Server's
 	// HTTP2.SendPingTimeout (zero: no PING) and HTTP2.PingTimeout, else
 	// 15 s.
 	PingInterval time.Duration
@@ -94,6 +104,11 @@ type Options struct {
 	// CVE-2023-44487), with a burst of MaxConcurrentStreams; past it the
 	// connection gets GOAWAY with ENHANCE_YOUR_CALM. Default 100.
 	MaxResetsPerSecond int
+	// PermitProhibitedCipherSuites lets HTTP/2 run over TLS 1.2 with the
+	// cipher suites RFC 9113 prohibits (appendix A), which otherwise get
+	// GOAWAY INADEQUATE_SECURITY; TLS older than 1.2 always does. Default:
+	// the http.Server's HTTP2.PermitProhibitedCipherSuites.
+	PermitProhibitedCipherSuites bool
 }
 
 // Server serves HTTP/2 connections handed over by an http.Server through
@@ -165,6 +180,7 @@ func resolve(o Options, hs *http.Server) Options {
 	if o.PingTimeout <= 0 {
 		o.PingTimeout = cmp.Or(hc.PingTimeout, DefaultPingTimeout)
 	}
+	o.PermitProhibitedCipherSuites = o.PermitProhibitedCipherSuites || hc.PermitProhibitedCipherSuites
 	if o.MaxResetsPerSecond <= 0 {
 		o.MaxResetsPerSecond = DefaultMaxResetsPerSecond
 	}
@@ -199,11 +215,22 @@ func (s *Server) TLSNextProto() map[string]func(*http.Server, *tls.Conn, http.Ha
 // ServeConn serves one HTTP/2 connection (beginning with the client
 // preface) until it closes, running h for each request (nil: the
 // Server's handler). It is for connections that do not come through an
-// http.Server.
+// http.Server. A *tls.Conn is handshaken first if it was not yet.
 func (s *Server) ServeConn(c net.Conn, h http.Handler) error {
 	var tc *tls.Conn
 	if t, ok := c.(*tls.Conn); ok {
 		tc = t
+		if !tc.ConnectionState().HandshakeComplete {
+			// The TLS state decides whether HTTP/2 may run (RFC 9113
+			// section 9.2), so the handshake comes first.
+			ctx, cancel := context.WithTimeout(context.Background(), prefaceTimeout)
+			err := tc.HandshakeContext(ctx)
+			cancel()
+			if err != nil {
+				c.Close()
+				return err
+			}
+		}
 	}
 	return s.serve(nil, c, tc, h, false)
 }

@@ -344,3 +344,37 @@ func BenchmarkFanOutDetached(b *testing.B) {
 		})
 	}
 }
+
+// BenchmarkDownload measures a 256 KiB response written in flushed
+// 16 KiB pieces, as a streaming handler writes: an op ends when the
+// client has read the END_STREAM.
+func BenchmarkDownload(b *testing.B) {
+	const size, piece = 256 << 10, 16 << 10
+	chunk := bytes.Repeat([]byte("x"), piece)
+	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/octet-stream")
+		for range size / piece {
+			w.Write(chunk)
+			w.(http.Flusher).Flush()
+		}
+	})
+	for _, kind := range []string{"nethttp", "h2srv"} {
+		b.Run(kind, func(b *testing.B) {
+			ts := benchServer(b, kind, h, 1000)
+			bc := dialBench(b, ts.Listener.Addr().String())
+			b.ReportAllocs()
+			b.SetBytes(size)
+			b.ResetTimer()
+			for i := range b.N {
+				id := uint32(2*i + 1)
+				bc.get(id, "/download")
+				bc.readUntil(b, func(f http2.Frame) bool {
+					return f.Header().StreamID == id && f.Header().Flags.Has(http2.FlagDataEndStream)
+				})
+				bc.wmu.Lock()
+				bc.fr.WriteWindowUpdate(0, size)
+				bc.wmu.Unlock()
+			}
+		})
+	}
+}

@@ -33,10 +33,20 @@ type testServer struct {
 // or HTTP/2 over TLS; the client speaks HTTP/2 only.
 func newTestServer(tb testing.TB, h http.Handler, opts Options, useTLS bool) *testServer {
 	tb.Helper()
+	return newTestServerConfig(tb, h, opts, useTLS, nil)
+}
+
+// newTestServerConfig is newTestServer with configure (if not nil) called
+// on the http.Server before it starts.
+func newTestServerConfig(tb testing.TB, h http.Handler, opts Options, useTLS bool, configure func(*http.Server)) *testServer {
+	tb.Helper()
 	s := New(h, opts)
 	ts := httptest.NewUnstartedServer(h)
 	ts.Config.TLSNextProto = s.TLSNextProto()
 	ts.Config.ErrorLog = nil
+	if configure != nil {
+		configure(ts.Config)
+	}
 	var client *http.Client
 	if useTLS {
 		ts.EnableHTTP2 = true

@@ -168,8 +168,8 @@ func (c *conn) writeSourceLocked(st *stream) bool {
 	return st.sendWindow > 0 && c.sendWindow > 0 || c.queueBlocked(st)
 }
 
-// noteStallLocked records when st, whose source may have more, found its
-// send window at zero.
+// noteStallLocked records when st, with bytes ready (its handler's output
+// or its source's), found its send window at zero.
 func (c *conn) noteStallLocked(st *stream) {
 	if st.sendWindow <= 0 && st.stalled.IsZero() {
 		st.stalled = time.Now()
@@ -197,11 +197,23 @@ func (c *conn) armStallLocked(d time.Duration) {
 	c.stallTimer.Reset(d)
 }
 
-// onStall resets the detached streams whose send window has stayed at
-// zero, with their source ready, for Options.WriteTimeout: their peer
-// keeps the connection but does not read them, and a watch's client is
-// better told to reconnect (and resume) than left behind for good. It is
-// what a write deadline does to a handler's blocked write.
+// onStall resets the streams whose send window has stayed at zero, with
+// bytes ready (a handler's output waiting, or a detached stream's source
+// ready), for Options.WriteTimeout: their peer keeps the connection but
+// does not read them, and a watch's client is better told to reconnect
+// (and resume) than left behind for good. It is what a write deadline
+// does to a handler's blocked write, without one: the handler's Write
+// fails, and a peer cannot hold handlers (their goroutines and buffers)
+// for good by never opening their windows.
+//
+// It also ends the connection (GOAWAY ENHANCE_YOUR_CALM) whose own send
+// window has stayed at zero that long while streams have bytes ready: a
+// peer that opens stream windows but never the connection's holds every
+// stream without a write in progress, so that neither the socket's write
+// deadline nor the streams' stall fires. RFC 9113 has no error for a
+// receiver that stops granting window (it violates no rule, so not
+// FLOW_CONTROL_ERROR); section 10.5 lets an endpoint treat such abuse of
+// flow control as ENHANCE_YOUR_CALM.
 func (c *conn) onStall() {
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -211,18 +223,33 @@ func (c *conn) onStall() {
 	}
 	now, wt := time.Now(), c.opts.WriteTimeout
 	var next time.Duration
+	later := func(d time.Duration) {
+		if next == 0 || d < next {
+			next = d
+		}
+	}
+	if !c.connStalled.IsZero() {
+		switch age := now.Sub(c.connStalled); {
+		case c.sendWindow > 0 || !c.connWaitersLocked():
+			c.connStalled = time.Time{}
+		case age >= wt:
+			c.logf("h2srv: %v: no connection window for %v with streams ready, closing", c.remote, wt)
+			c.goAwayLocked(http2.ErrCodeEnhanceYourCalm, true)
+			return
+		default:
+			later(wt - age)
+		}
+	}
 	for id, st := range c.streams {
 		if st.stalled.IsZero() {
 			continue
 		}
-		if st.sendWindow > 0 || st.src == nil {
+		if st.sendWindow > 0 || (st.src == nil && len(st.out) == 0) {
 			st.stalled = time.Time{}
 			continue
 		}
 		if age := now.Sub(st.stalled); age < wt {
-			if next == 0 || wt-age < next {
-				next = wt - age
-			}
+			later(wt - age)
 			continue
 		}
 		c.logf("h2srv: stream %d: no window for %v, reset", id, wt)
@@ -231,4 +258,15 @@ func (c *conn) onStall() {
 	if next > 0 {
 		c.armStallLocked(next)
 	}
+}
+
+// connWaitersLocked reports whether a stream still open waits for the
+// connection's send window.
+func (c *conn) connWaitersLocked() bool {
+	for _, st := range c.connBlocked {
+		if !st.closed {
+			return true
+		}
+	}
+	return false
 }

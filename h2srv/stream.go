@@ -3,6 +3,7 @@ package h2srv
 import (
 	"context"
 	"net/http"
+	"sync"
 	"time"
 )
 
@@ -37,6 +38,7 @@ type stream struct {
 	status      int
 	header      http.Header
 	out         []byte
+	outBuf      *[]byte // from outPool, the array beneath out; nil if out is small
 	handlerDone bool
 	trailers    http.Header
 
@@ -69,4 +71,33 @@ func (st *stream) signal() {
 // does not need the send windows.
 func (st *stream) hasControlOutput() bool {
 	return st.hdrPending || (st.handlerDone && len(st.out) == 0 && !st.endSent)
+}
+
+// outPool holds the arrays of responses larger than keptOutBuffer: a
+// stream takes one when its output grows past that, and gives it back as
+// soon as the writer has sent it all, so that a streaming handler does
+// not allocate a buffer a flush nor an idle stream keep a large one.
+var outPool = sync.Pool{New: func() any {
+	b := make([]byte, 0, 2*responseBuffer)
+	return &b
+}}
+
+// growOut moves out to the start of a pooled array of 2*responseBuffer
+// bytes, the most a stream's output holds.
+func (st *stream) growOut() {
+	if st.outBuf == nil {
+		st.outBuf = outPool.Get().(*[]byte)
+	}
+	b := (*st.outBuf)[:len(st.out)]
+	copy(b, st.out) // may overlap: out lies within the same array
+	st.out = b
+}
+
+// releaseOut drops the stream's output, giving a pooled array back.
+func (st *stream) releaseOut() {
+	st.out = nil
+	if st.outBuf != nil {
+		outPool.Put(st.outBuf)
+		st.outBuf = nil
+	}
 }

@@ -91,23 +91,28 @@ func (c *conn) fillLocked() {
 	clear(c.ctrl)
 	c.ctrl = c.ctrl[:0]
 	if c.fatal {
+		clear(c.ready)
 		c.ready = c.ready[:0]
 		return
 	}
 	c.takePendingLocked()
-	for len(c.ready) > 0 && c.wbuf.Len() < writeBatch {
-		st := c.ready[0]
-		c.ready[0] = nil
-		c.ready = c.ready[1:]
+	// Round-robin: a stream with more to send goes to the back. The list
+	// is consumed from the front and compacted after the round, so that
+	// its array is kept rather than reallocated every round.
+	i := 0
+	for i < len(c.ready) && c.wbuf.Len() < writeBatch {
+		st := c.ready[i]
+		c.ready[i] = nil
+		i++
 		st.queued = false
 		if c.writeStreamLocked(st) {
 			st.queued = true
 			c.ready = append(c.ready, st)
 		}
 	}
-	if len(c.ready) == 0 {
-		c.ready = nil
-	}
+	n := copy(c.ready, c.ready[i:])
+	clear(c.ready[n:])
+	c.ready = c.ready[:n]
 }
 
 // writeStreamLocked writes what st has to send, within the windows and
@@ -129,6 +134,7 @@ func (c *conn) writeStreamLocked(st *stream) bool {
 	if len(st.out) > 0 {
 		n := min(int64(len(st.out)), int64(c.peerFrame), st.sendWindow, c.sendWindow)
 		if n <= 0 {
+			c.noteStallLocked(st)
 			return c.queueBlocked(st)
 		}
 		end := st.handlerDone && n == int64(len(st.out)) && st.trailers == nil
@@ -136,12 +142,12 @@ func (c *conn) writeStreamLocked(st *stream) bool {
 		switch {
 		case n < int64(len(st.out)):
 			st.out = st.out[n:]
-		case cap(st.out) <= keptOutBuffer:
+		case st.outBuf == nil && cap(st.out) <= keptOutBuffer:
 			// An idle stream keeps a small buffer for its next event, not
 			// a large one.
 			st.out = st.out[:0]
 		default:
-			st.out = nil
+			st.releaseOut()
 		}
 		st.sendWindow -= n
 		c.sendWindow -= n
@@ -151,6 +157,7 @@ func (c *conn) writeStreamLocked(st *stream) bool {
 			return false
 		}
 		if len(st.out) > 0 {
+			c.noteStallLocked(st)
 			return st.sendWindow > 0 && c.sendWindow > 0 || c.queueBlocked(st)
 		}
 	}
@@ -171,12 +178,17 @@ func (c *conn) writeStreamLocked(st *stream) bool {
 	return false
 }
 
-// queueBlocked notes st as waiting for the connection's send window; it
+// queueBlocked notes st as waiting for the connection's send window, and
+// when the connection began to hold back ready streams (see onStall); it
 // returns false, for writeStreamLocked.
 func (c *conn) queueBlocked(st *stream) bool {
 	if c.sendWindow <= 0 && st.sendWindow > 0 && !st.blocked {
 		st.blocked = true
 		c.connBlocked = append(c.connBlocked, st)
+		if c.connStalled.IsZero() {
+			c.connStalled = time.Now()
+			c.armStallLocked(c.opts.WriteTimeout)
+		}
 	}
 	return false
 }

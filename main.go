@@ -300,6 +300,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 			// Detects a dead peer of a connection that only receives.
 			SendPingTimeout: http2PingInterval,
 			PingTimeout:     http2PingTimeout,
+			// Floods and misbehaving peers show in /metrics.
+			CountError: metrics.CountHTTP2Error,
 		},
 	}
 	// HTTP/2, cleartext and over TLS, is served by h2srv rather than

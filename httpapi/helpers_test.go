@@ -86,6 +86,9 @@ func newTestServerIn(tb testing.TB, dir string, opts Options, kvOpts kv.Options)
 	}
 	ts := httptest.NewUnstartedServer(api)
 	ts.Config.HTTP2 = &http.HTTP2Config{MaxConcurrentStreams: 4096}
+	if opts.Metrics != nil {
+		ts.Config.HTTP2.CountError = opts.Metrics.CountHTTP2Error
+	}
 	ts.Config.RegisterOnShutdown(api.Shutdown)
 	ts.Config.Protocols = new(http.Protocols)
 	ts.Config.Protocols.SetHTTP1(true)

@@ -21,30 +21,36 @@ func (s *Server) accessLogMiddleware(next http.Handler) http.Handler {
 			rw = new(responseWriter)
 		}
 		*rw = responseWriter{ResponseWriter: w, revisions: s.store.Revisions}
+		st := stateOf(r.Context())
 		defer func() {
 			status := rw.status
 			if !rw.wroteHeader {
 				// net/http answers 200 for a handler that wrote nothing.
 				status = http.StatusOK
 			}
-			d := time.Since(start)
-			s.metrics.observe(r, status, d)
-			ev := s.log.Info().
-				Str("method", r.Method).
-				Str("path", r.URL.EscapedPath())
-			if r.URL.RawQuery != "" {
-				ev = ev.Str("query", redactQuery(r.URL.RawQuery))
+			s.metrics.observe(r, status, time.Since(start))
+			line := func() {
+				ev := s.log.Info().
+					Str("method", r.Method).
+					Str("path", r.URL.EscapedPath())
+				if r.URL.RawQuery != "" {
+					ev = ev.Str("query", redactQuery(r.URL.RawQuery))
+				}
+				if rw.principal != "" {
+					ev = ev.Str("principal", rw.principal)
+				}
+				ev.Int("status", status).
+					Int64("bytes", rw.bytes).
+					Dur("duration", time.Since(start)).
+					Str("proto", r.Proto).
+					Str("remote", r.RemoteAddr).
+					Str("request_id", RequestID(r.Context())).
+					Msg("request")
 			}
-			if rw.principal != "" {
-				ev = ev.Str("principal", rw.principal)
+			if st != nil && st.deferLog(line) {
+				return // the stream goes on: its end writes the line
 			}
-			ev.Int("status", status).
-				Int64("bytes", rw.bytes).
-				Dur("duration", d).
-				Str("proto", r.Proto).
-				Str("remote", r.RemoteAddr).
-				Str("request_id", RequestID(r.Context())).
-				Msg("request")
+			line()
 		}()
 		next.ServeHTTP(rw, r)
 	})

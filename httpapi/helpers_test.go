@@ -15,6 +15,7 @@ import (
 
 	"github.com/rs/zerolog"
 
+	"github.com/watchgate/watchgate/h2srv"
 	"github.com/watchgate/watchgate/kv"
 	"github.com/watchgate/watchgate/watchhub"
 )
@@ -85,11 +86,17 @@ func newTestServerIn(tb testing.TB, dir string, opts Options, kvOpts kv.Options)
 	}
 	ts := httptest.NewUnstartedServer(api)
 	ts.Config.HTTP2 = &http.HTTP2Config{MaxConcurrentStreams: 4096}
+	if opts.Metrics != nil {
+		ts.Config.HTTP2.CountError = opts.Metrics.CountHTTP2Error
+	}
 	ts.Config.RegisterOnShutdown(api.Shutdown)
 	ts.Config.Protocols = new(http.Protocols)
 	ts.Config.Protocols.SetHTTP1(true)
 	ts.Config.Protocols.SetUnencryptedHTTP2(true)
 	ts.Config.ReadHeaderTimeout = 10 * time.Second
+	// HTTP/2 as the server binary serves it: by h2srv.
+	h2 := h2srv.New(nil, h2srv.Options{})
+	ts.Config.TLSNextProto = h2.TLSNextProto()
 	ts.Start()
 	api.SetReady(true)
 	h2t := &http.Transport{Protocols: new(http.Protocols)}
@@ -98,6 +105,9 @@ func newTestServerIn(tb testing.TB, dir string, opts Options, kvOpts kv.Options)
 	tb.Cleanup(func() {
 		api.Shutdown()
 		ts.Close()
+		if err := h2.Close(); err != nil {
+			tb.Errorf("h2srv close: %v", err)
+		}
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()
 		if err := api.WaitStreams(ctx); err != nil {

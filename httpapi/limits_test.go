@@ -150,6 +150,58 @@ func TestStreamLimit(t *testing.T) {
 	c.close()
 }
 
+// TestStreamLimitHTTP2 checks the per-client limit for watch streams over
+// HTTP/2, which h2srv serves detached from their handler: a stream holds
+// its place until it ends, not until its handler returns.
+func TestStreamLimitHTTP2(t *testing.T) {
+	s := newTestServer(t, Options{Access: testPolicy(t, tokAdmin, tokNS1), MaxStreams: 2}, kvOptionsForTest())
+	auth := bearer(tokNS1.token)
+	a := s.openWatch(t, s.h2, "/v1/watch/ns1/a", auth)
+	b := s.openWatch(t, s.h2, "/v1/watch/ns1/b", auth)
+	defer b.close()
+	if status := s.watchStatus(t, s.h2, "/v1/watch/ns1/c", auth); status != http.StatusTooManyRequests {
+		t.Fatalf("third stream: status %d, want 429", status)
+	}
+	// Both streams are live: a write reaches the first.
+	s.do(t, req{method: http.MethodPut, path: "/v1/kv/ns1/a", body: "1", header: auth})
+	if ev := a.next(t); ev.Type != "put" {
+		t.Fatalf("first stream got %+v", ev)
+	}
+	// Ending a stream frees its place.
+	a.close()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		status := s.watchStatus(t, s.h2, "/v1/watch/ns1/c", auth)
+		if status == http.StatusOK {
+			break
+		}
+		if status != http.StatusTooManyRequests || time.Now().After(deadline) {
+			t.Fatalf("after closing a stream: status %d", status)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// watchStatus opens a watch, returns its response's status and ends it.
+func (s *testServer) watchStatus(tb testing.TB, client *http.Client, path string, header map[string]string) int {
+	tb.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	hr, err := http.NewRequestWithContext(ctx, http.MethodGet, s.URL+path, nil)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	for k, v := range header {
+		hr.Header.Set(k, v)
+	}
+	resp, err := client.Do(hr)
+	if err != nil {
+		tb.Fatalf("GET %s: %v", path, err)
+	}
+	resp.Body.Close()
+	return resp.StatusCode
+}
+
 // TestWatchesPerSocket checks the WS option that bounds the watches of one
 // socket: the watch over it gets a 429 error and the socket goes on.
 func TestWatchesPerSocket(t *testing.T) {

@@ -27,6 +27,7 @@ type Metrics struct {
 	commitEvents  prometheus.Counter
 	authFailures  prometheus.Counter
 	limited       *prometheus.CounterVec
+	http2Errors   *prometheus.CounterVec
 	eventsSent    *prometheus.CounterVec
 	notifyToSend  *prometheus.HistogramVec
 
@@ -64,6 +65,10 @@ func NewMetrics() *Metrics {
 			Name: "watchgate_limited_total",
 			Help: "Requests refused with 429, by limit (write_rate, streams).",
 		}, []string{"limit"}),
+		http2Errors: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "watchgate_http2_errors_total",
+			Help: "HTTP/2 connection and stream errors the server sent (GOAWAY, RST_STREAM), by kind: conn_ or stream_ and the error code, e.g. conn_enhance_your_calm for a flooding peer.",
+		}, []string{"type"}),
 		eventsSent: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "watchgate_events_sent_total",
 			Help: "Change events written to watch clients, by transport (sse, ws); snapshot entries are not counted.",
@@ -78,7 +83,7 @@ func NewMetrics() *Metrics {
 	m.reg.MustRegister(
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
-		m.requests, m.writeDuration, m.commitRevs, m.commitEvents, m.authFailures, m.limited,
+		m.requests, m.writeDuration, m.commitRevs, m.commitEvents, m.authFailures, m.limited, m.http2Errors,
 		m.eventsSent, m.notifyToSend,
 	)
 	for _, l := range []string{"write_rate", "streams"} {
@@ -118,6 +123,12 @@ func (m *Metrics) onSend(transport string, next func(int, time.Time)) func(int, 
 			next(events, oldestNotify)
 		}
 	}
+}
+
+// CountHTTP2Error counts an HTTP/2 error the server sent; it is the
+// http.Server's HTTP2.CountError.
+func (m *Metrics) CountHTTP2Error(errType string) {
+	m.http2Errors.WithLabelValues(errType).Inc()
 }
 
 // Registry is the registry /metrics serves, for collectors of other parts.

@@ -1,12 +1,18 @@
 package httpapi
 
 import (
+	"bytes"
+	"io"
+	"net"
 	"net/http"
 	"regexp"
 	"strconv"
 	"strings"
 	"testing"
 	"time"
+
+	"golang.org/x/net/http2"
+	"golang.org/x/net/http2/hpack"
 )
 
 // metricValue returns the value of the sample whose line starts with
@@ -38,6 +44,7 @@ func TestMetrics(t *testing.T) {
 	sock.send(t, `{"op":"watch","id":"w","key":"b","prefix":true}`)
 	sock.expect(t, "created", "w")
 	_ = w
+	badHTTP2Request(t, s.Listener.Addr().String())
 
 	resp := s.do(t, req{path: "/metrics"})
 	mustStatus(t, resp, http.StatusOK)
@@ -60,6 +67,7 @@ func TestMetrics(t *testing.T) {
 		`watchgate_hub_streams`:                                                   2,
 		`watchgate_ready`:                                                         1,
 		`watchgate_limited_total{limit="write_rate"}`:                             0,
+		`watchgate_http2_errors_total{type="stream_protocol_error"}`:              1,
 	} {
 		if got := metricValue(text, series); got != want {
 			t.Errorf("%s = %v, want %v", series, got, want)
@@ -95,6 +103,46 @@ func TestPprof(t *testing.T) {
 		resp, body := on.rawDo(t, http.MethodGet, p, bearer(tokAdmin.token))
 		if resp.StatusCode != http.StatusOK || len(body) == 0 {
 			t.Errorf("%s: %d, %d bytes in %v", p, resp.StatusCode, len(body), time.Since(start))
+		}
+	}
+}
+
+// badHTTP2Request sends, over a cleartext HTTP/2 connection of its own, a
+// request with a connection-specific header, which HTTP/2 forbids, and
+// waits for the server's RST_STREAM.
+func badHTTP2Request(tb testing.TB, addr string) {
+	tb.Helper()
+	nc, err := net.Dial("tcp", addr)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	defer nc.Close()
+	nc.SetDeadline(time.Now().Add(10 * time.Second))
+	if _, err := io.WriteString(nc, http2.ClientPreface); err != nil {
+		tb.Fatal(err)
+	}
+	fr := http2.NewFramer(nc, nc)
+	var block bytes.Buffer
+	enc := hpack.NewEncoder(&block)
+	for _, f := range [][2]string{{":method", "GET"}, {":scheme", "http"}, {":authority", addr}, {":path", "/healthz"}, {"connection", "close"}} {
+		enc.WriteField(hpack.HeaderField{Name: f[0], Value: f[1]})
+	}
+	if err := fr.WriteSettings(); err != nil {
+		tb.Fatal(err)
+	}
+	if err := fr.WriteHeaders(http2.HeadersFrameParam{StreamID: 1, BlockFragment: block.Bytes(), EndStream: true, EndHeaders: true}); err != nil {
+		tb.Fatal(err)
+	}
+	for {
+		f, err := fr.ReadFrame()
+		if err != nil {
+			tb.Fatalf("reading the answer to a bad request: %v", err)
+		}
+		if rst, ok := f.(*http2.RSTStreamFrame); ok {
+			if rst.ErrCode != http2.ErrCodeProtocol {
+				tb.Fatalf("RST_STREAM %v, want PROTOCOL_ERROR", rst.ErrCode)
+			}
+			return
 		}
 	}
 }

@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"net/http"
 	"sync"
+	"sync/atomic"
 	"unsafe"
 
 	"github.com/go-chi/chi/v5"
@@ -29,6 +30,49 @@ type requestState struct {
 	// id, written once by requestIDMiddleware.
 	idVal [1]string
 	idHex [24]byte
+
+	// stream is the phase of a watch stream served by this request (see
+	// the stream* constants): a stream detached from its handler, as h2srv
+	// serves one, ends after the handler returns, and the access log's
+	// line, with the stream's duration, is written at its end.
+	stream atomic.Int32
+	// logLine writes the access log's line; set before stream moves to
+	// streamHandlerDone, read by whoever ends the stream after that.
+	logLine func()
+}
+
+// The phases of a request's watch stream.
+const (
+	streamNone        = iota // not a stream: the line is written when the handler returns
+	streamOpen               // a stream is being served
+	streamHandlerDone        // the handler returned, the stream goes on
+	streamEnded              // the stream ended
+)
+
+// openStream marks the request as serving a watch stream and returns
+// what to call when the stream ends, with the bytes it wrote without the
+// response writer (a detached stream's body).
+func (st *requestState) openStream() (end func(detachedBytes int64)) {
+	st.stream.Store(streamOpen)
+	return func(detachedBytes int64) {
+		// Nothing writes through rw any more; counted before the swap,
+		// which orders it before whichever side writes the line.
+		st.rw.bytes += detachedBytes
+		if st.stream.Swap(streamEnded) == streamHandlerDone {
+			st.logLine()
+		}
+	}
+}
+
+// deferLog is called by the access log when the handler returns: it
+// keeps line for the end of a stream that goes on, and reports whether
+// it did.
+func (st *requestState) deferLog(line func()) bool {
+	if st.stream.Load() != streamOpen {
+		return false
+	}
+	st.logLine = line
+	return st.stream.CompareAndSwap(streamOpen, streamHandlerDone)
 }
 
 // stateKey is the context key of the *requestState.

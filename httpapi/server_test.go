@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/google/go-cmp/cmp"
 
@@ -349,4 +350,65 @@ func TestErrorTable(t *testing.T) {
 			t.Errorf("StatusOf(%v) = %d, want %d", tc.err, got, tc.want)
 		}
 	}
+}
+
+// TestAccessLogStream checks that a watch stream's access log line is
+// written when the stream ends, with its whole duration, over HTTP/1.1
+// and over HTTP/2, where the stream is detached from its handler.
+func TestAccessLogStream(t *testing.T) {
+	s := newTestServer(t, Options{}, kvOptionsForTest())
+	for _, tc := range []struct {
+		name   string
+		client *http.Client
+	}{{"HTTP/1.1", s.Client()}, {"HTTP/2", s.h2}} {
+		t.Run(tc.name, func(t *testing.T) {
+			id := "stream-" + strings.ReplaceAll(tc.name, "/", "")
+			w := s.openWatch(t, tc.client, "/v1/watch/logged", map[string]string{"X-Request-Id": id})
+			s.do(t, req{method: http.MethodPut, path: "/v1/kv/logged", body: "v"})
+			if ev := w.next(t); ev.Type != "put" {
+				t.Fatalf("got %+v", ev)
+			}
+			const open = 300 * time.Millisecond
+			time.Sleep(open)
+			if line := accessLine(t, s, id); line != nil {
+				t.Fatalf("access log line while the stream is open: %+v", line)
+			}
+			w.close()
+			deadline := time.Now().Add(10 * time.Second)
+			var line map[string]any
+			for line == nil {
+				if time.Now().After(deadline) {
+					t.Fatalf("no access log line after the stream ended:\n%s", s.logs.String())
+				}
+				time.Sleep(10 * time.Millisecond)
+				line = accessLine(t, s, id)
+			}
+			if d, _ := line["duration"].(float64); d < float64(open.Milliseconds()) {
+				t.Errorf("duration %v ms, want at least %v", line["duration"], open.Milliseconds())
+			}
+			// The retry line and the put event at least.
+			if b, _ := line["bytes"].(float64); b < 50 {
+				t.Errorf("bytes %v, want the stream's", line["bytes"])
+			}
+			if line["status"] != float64(200) || line["path"] != "/v1/watch/logged" {
+				t.Errorf("line %+v", line)
+			}
+		})
+	}
+}
+
+// accessLine returns the access log line of the request id, or nil.
+func accessLine(tb testing.TB, s *testServer, id string) map[string]any {
+	tb.Helper()
+	sc := bufio.NewScanner(strings.NewReader(s.logs.String()))
+	for sc.Scan() {
+		var l map[string]any
+		if err := json.Unmarshal(sc.Bytes(), &l); err != nil {
+			tb.Fatalf("log line %q is not JSON: %v", sc.Text(), err)
+		}
+		if l["request_id"] == id && l["message"] == "request" {
+			return l
+		}
+	}
+	return nil
 }

@@ -76,7 +76,17 @@ func (s *Server) watch(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	defer release()
+	// A stream served by h2srv goes on after Serve returns, detached from
+	// this goroutine: the client's place is released, and the access log
+	// written, when the stream ends.
+	req.OnEnd = func(int64) { release() }
+	if st := stateOf(r.Context()); st != nil {
+		end := st.openStream()
+		req.OnEnd = func(detachedBytes int64) {
+			release()
+			end(detachedBytes)
+		}
+	}
 	s.sse.Serve(w, r, req)
 }
 

@@ -24,7 +24,6 @@ import (
 // it (SetWriteDeadline in the past): over HTTP/2 the stream is reset, over
 // HTTP/1.1 the connection is closed, and the client resumes.
 type conn struct {
-	h  *Handler
 	w  http.ResponseWriter
 	r  *http.Request
 	rc *http.ResponseController
@@ -32,15 +31,9 @@ type conn struct {
 	// header is written, so the wrappers' Flush would add nothing.
 	flusher interface{ FlushError() error }
 	st      *watchhub.Stream
-	enc     Encoder
-	// startRev and startSub are where the stream starts: no event before
-	// them is sent, and no bookmark that would move the client back.
-	startRev int64
-	startSub int32
+	feed
 
 	resps []watchhub.Response
-	// bp holds enc's buffer while it comes from bufPool, nil otherwise.
-	bp *[]byte
 
 	// lastWrite is when the last flush began (monotonic nanoseconds),
 	// for heartbeats.
@@ -64,6 +57,22 @@ type conn struct {
 	ctxDone <-chan struct{}
 	// prev and next link the Handler's streams, under Handler.mu.
 	prev, next *conn
+}
+
+// feed encodes a hub stream's responses for one response body: the
+// encoder, the start position and the pooled buffer, shared by a stream
+// served on its handler's goroutine (conn) and a detached one (source).
+type feed struct {
+	h *Handler
+	// path is the request's escaped path, for the log.
+	path string
+	enc  Encoder
+	// startRev and startSub are where the stream starts: no event before
+	// them is sent, and no bookmark that would move the client back.
+	startRev int64
+	startSub int32
+	// bp holds enc's buffer while it comes from bufPool, nil otherwise.
+	bp *[]byte
 
 	// Change events encoded since the last flush and the earliest notify
 	// time among them, kept only when Options.OnSend is set.
@@ -138,7 +147,7 @@ func (c *conn) wait() bool {
 	if len(c.resps) > 0 {
 		c.takeBuf()
 	}
-	end := c.encode()
+	end := c.encode(c.resps)
 	clear(c.resps) // drop the events for the garbage collector
 	return c.flush(false) && !end && !last
 }
@@ -244,9 +253,9 @@ func (f rcFlusher) FlushError() error { return f.rc.Flush() }
 
 // encode appends the drained responses to the encoder and reports whether
 // the stream must end after them.
-func (c *conn) encode() (end bool) {
-	for i := range c.resps {
-		r := &c.resps[i]
+func (c *feed) encode(resps []watchhub.Response) (end bool) {
+	for i := range resps {
+		r := &resps[i]
 		switch r.Kind {
 		case watchhub.KindEvents:
 			if err := c.writeEvents(r); err != nil {
@@ -287,7 +296,7 @@ func (c *conn) encode() (end bool) {
 // writeEvents writes the events of one response with their ids: "R" for
 // the last event of revision R in the response (a response never splits a
 // revision), "R.S" for the others.
-func (c *conn) writeEvents(r *watchhub.Response) error {
+func (c *feed) writeEvents(r *watchhub.Response) error {
 	// One growth of the buffer for the whole response: a catch-up batch is
 	// about a megabyte, which event-by-event appends would reallocate and
 	// copy a dozen times. The encodings are cached on the events, so
@@ -322,8 +331,8 @@ func (c *conn) writeEvents(r *watchhub.Response) error {
 }
 
 // writeError writes an error event; the stream ends after it.
-func (c *conn) writeError(err error) {
-	c.h.log.Error().Err(err).Str("path", c.r.URL.EscapedPath()).Msg("watch stream failed")
+func (c *feed) writeError(err error) {
+	c.h.log.Error().Err(err).Str("path", c.path).Msg("watch stream failed")
 	render := c.h.opts.ProblemJSON
 	if render == nil {
 		render = internalProblem
@@ -361,8 +370,7 @@ func (c *conn) flush(force bool) bool {
 	c.flushing = 0
 	c.mu.Unlock()
 	c.releaseBuf(err == nil)
-	sent, oldest := c.sent, c.oldestNotify
-	c.sent, c.oldestNotify = 0, time.Time{}
+	sent, oldest := c.takeSent()
 	if err != nil {
 		c.h.log.Debug().Err(err).Str("path", c.r.URL.EscapedPath()).Msg("watch stream write failed")
 		return false
@@ -372,6 +380,14 @@ func (c *conn) flush(force bool) bool {
 		c.h.opts.OnSend(sent, oldest)
 	}
 	return true
+}
+
+// takeSent returns and resets the count of change events encoded since
+// the last call and their earliest notify time.
+func (c *feed) takeSent() (int, time.Time) {
+	sent, oldest := c.sent, c.oldestNotify
+	c.sent, c.oldestNotify = 0, time.Time{}
+	return sent, oldest
 }
 
 // bufPool holds the encoding buffers of streams between batches, as
@@ -390,7 +406,7 @@ const eventFraming = 64
 
 // takeBuf gives the encoder a pooled buffer for a batch, keeping what it
 // holds already (a heartbeat).
-func (c *conn) takeBuf() {
+func (c *feed) takeBuf() {
 	if c.bp != nil {
 		return
 	}
@@ -406,7 +422,7 @@ func (c *conn) takeBuf() {
 // written), puts its buffer back in the pool. After a failed one the
 // buffer is dropped: over HTTP/2 a frame of a stream being reset may
 // still be on its way out from it.
-func (c *conn) releaseBuf(flushed bool) {
+func (c *feed) releaseBuf(flushed bool) {
 	if c.bp == nil {
 		// A small buffer of its own (the retry line, a heartbeat, a
 		// bookmark): dropped, so that an idle stream holds nothing.

@@ -21,6 +21,11 @@
 //     hub's responses with one write and one flush per drained batch, each
 //     under the write timeout. Errors before streaming are answered with a
 //     status through Options.WriteError; after, with an error event.
+//     Served by package h2srv, a stream is detached from its handler's
+//     goroutine once its header is out: the connection's writer drains the
+//     hub stream when the hub signals it (StreamOptions.OnReady) and
+//     encodes straight into the connection's buffer, and one timer of the
+//     Handler sends the heartbeats of every detached stream.
 //
 // The package knows nothing of routers: ServeHTTP takes the key from the
 // escaped path after Options.PathPrefix, and Serve takes a Request parsed

@@ -11,6 +11,7 @@ import (
 
 	"github.com/rs/zerolog"
 
+	"github.com/watchgate/watchgate/h2srv"
 	"github.com/watchgate/watchgate/watchhub"
 )
 
@@ -126,6 +127,10 @@ type Handler struct {
 	// conns lists the streams being served, for Shutdown to wake them.
 	mu    sync.Mutex
 	conns *conn
+	// sources lists the detached streams, hbTimer scans them for
+	// heartbeats while there are any.
+	sources *source
+	hbTimer *time.Timer
 }
 
 var _ http.Handler = (*Handler)(nil)
@@ -153,6 +158,12 @@ func (h *Handler) Shutdown() {
 		for c := h.conns; c != nil; c = c.next {
 			c.kick()
 		}
+		for src := h.sources; src != nil; src = src.next {
+			src.onReady()
+		}
+		if h.hbTimer != nil {
+			h.hbTimer.Stop()
+		}
 		h.mu.Unlock()
 	})
 }
@@ -177,8 +188,18 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 }
 
 // Serve serves the parsed watch req until the client goes away, the watch
-// ends (compacted, error), the hub closes or Shutdown.
+// ends (compacted, error), the hub closes or Shutdown. Served by package
+// h2srv, it returns once the header is out and the stream is detached
+// (see Request.OnEnd for its end).
 func (h *Handler) Serve(w http.ResponseWriter, r *http.Request, req Request) {
+	detached := false
+	if req.OnEnd != nil {
+		defer func() {
+			if !detached {
+				req.OnEnd(0)
+			}
+		}()
+	}
 	select {
 	case <-h.done:
 		h.writeError(w, r, ErrUnavailable)
@@ -195,12 +216,23 @@ func (h *Handler) Serve(w http.ResponseWriter, r *http.Request, req Request) {
 	}
 	so := h.opts.Stream
 	so.ProgressInterval = req.Progress
+	var src *source
+	if h2srv.CanDetach(w) {
+		// Served by the connection's writer once the header is out: the
+		// hub wakes it through OnReady rather than a goroutine's Ready.
+		src = new(source)
+		so.OnReady = src.onReady
+	}
 	st, err := h.hub.NewStream(so)
 	if err != nil {
 		h.writeError(w, r, fmt.Errorf("%w: %w", ErrUnavailable, err))
 		return
 	}
-	defer st.Close()
+	defer func() {
+		if !detached {
+			st.Close()
+		}
+	}()
 	startRev, startSub := req.Start()
 	created, err := st.Watch(watchhub.WatchRequest{
 		Key: req.Key, End: req.End,
@@ -234,12 +266,20 @@ func (h *Handler) Serve(w http.ResponseWriter, r *http.Request, req Request) {
 	setRevisionHeaders(hd, created, compact)
 	w.WriteHeader(http.StatusOK)
 
+	f := feed{h: h, path: r.URL.EscapedPath(),
+		enc:      Encoder{Format: req.Format, PrevKV: req.PrevKV},
+		startRev: startRev, startSub: startSub,
+	}
+	if src != nil {
+		// The response goes on without this goroutine.
+		src.onEnd = req.OnEnd
+		detached = h.detach(w, src, st, f)
+		return
+	}
 	h.active.Add(1)
 	defer h.active.Add(-1)
 	c := &conn{wake: make(chan struct{}, 1),
-		h: h, w: w, r: r, rc: http.NewResponseController(w), st: st,
-		enc:      Encoder{Format: req.Format, PrevKV: req.PrevKV},
-		startRev: startRev, startSub: startSub,
+		w: w, r: r, rc: http.NewResponseController(w), st: st, feed: f,
 	}
 	if !h.add(c) {
 		return

@@ -25,7 +25,7 @@ func TestWatchStream(t *testing.T) {
 			before := e.put(t, "config/a", "before")
 			s := connect(t, cl.c, e.url("config/", "prefix=true"), sseclient.Options{})
 			resp := s.Response()
-			if want := map[bool]int{true: 2, false: 1}[cl.name == "HTTP/2"]; resp.ProtoMajor != want {
+			if want := map[bool]int{true: 2, false: 1}[strings.HasPrefix(cl.name, "HTTP/2")]; resp.ProtoMajor != want {
 				t.Errorf("protocol %s", resp.Proto)
 			}
 			rev, compact := e.store.Revisions()
@@ -134,37 +134,39 @@ func TestWatchFilters(t *testing.T) {
 		{"range_end=%00", []string{"put a", "put a", "delete a", "put b", "put c", "delete b", "put a", "put d", "put zz"}},
 		{"range_end=c&events=delete", []string{"delete a", "delete b"}},
 	}
-	for _, tt := range tests {
-		t.Run(tt.query, func(t *testing.T) {
-			q := fmt.Sprintf("rev=%d&progress=100ms", base)
-			if tt.query != "" {
-				q += "&" + tt.query
-			}
-			s := connect(t, e.h2, e.url("a", q), sseclient.Options{})
-			var got []string
-			for {
-				ev := nextEvent(t, s)
-				if ev.Type == "progress" {
-					if ev.ID != fmt.Sprint(last) {
-						t.Fatalf("progress %q before the last revision %d", ev.ID, last)
+	for _, cl := range e.h2Clients() {
+		for _, tt := range tests {
+			t.Run(cl.name+"/"+tt.query, func(t *testing.T) {
+				q := fmt.Sprintf("rev=%d&progress=100ms", base)
+				if tt.query != "" {
+					q += "&" + tt.query
+				}
+				s := connect(t, cl.c, e.url("a", q), sseclient.Options{})
+				var got []string
+				for {
+					ev := nextEvent(t, s)
+					if ev.Type == "progress" {
+						if ev.ID != fmt.Sprint(last) {
+							t.Fatalf("progress %q before the last revision %d", ev.ID, last)
+						}
+						break
 					}
-					break
+					var d struct {
+						Key    string
+						PrevKV *struct{ Value string } `json:"prev_kv"`
+					}
+					mustUnmarshal(t, ev.Data, &d)
+					s := ev.Type + " " + d.Key
+					if d.PrevKV != nil {
+						s += " prev"
+					}
+					got = append(got, s)
 				}
-				var d struct {
-					Key    string
-					PrevKV *struct{ Value string } `json:"prev_kv"`
+				if diff := cmp.Diff(tt.want, got); diff != "" {
+					t.Errorf("events (-want +got):\n%s", diff)
 				}
-				mustUnmarshal(t, ev.Data, &d)
-				s := ev.Type + " " + d.Key
-				if d.PrevKV != nil {
-					s += " prev"
-				}
-				got = append(got, s)
-			}
-			if diff := cmp.Diff(tt.want, got); diff != "" {
-				t.Errorf("events (-want +got):\n%s", diff)
-			}
-		})
+			})
+		}
 	}
 }
 
@@ -246,23 +248,27 @@ func TestWatchErrorsThroughOptions(t *testing.T) {
 }
 
 func TestWatchProgress(t *testing.T) {
-	e := newEnv(t, Options{MinProgress: time.Millisecond, Heartbeat: -1})
-	r := e.put(t, "k", "v")
-	s := connect(t, e.h2, e.url("k", "progress=50ms"), sseclient.Options{})
-	want := wire{fmt.Sprint(r), "progress", fmt.Sprintf(`{"revision":%d}`, r)}
-	if got := nextWire(t, s); got != want {
-		t.Errorf("got %+v, want %+v", got, want)
-	}
-	// Writes elsewhere move the bookmark on.
-	r2 := e.put(t, "other", "v")
-	for {
-		got := nextWire(t, s)
-		if got.Type != "progress" {
-			t.Fatalf("got %+v", got)
-		}
-		if got.ID == fmt.Sprint(r2) {
-			break
-		}
+	for _, cl := range h2Names {
+		t.Run(cl, func(t *testing.T) {
+			e := newEnv(t, Options{MinProgress: time.Millisecond, Heartbeat: -1})
+			r := e.put(t, "k", "v")
+			s := connect(t, e.client(cl), e.url("k", "progress=50ms"), sseclient.Options{})
+			want := wire{fmt.Sprint(r), "progress", fmt.Sprintf(`{"revision":%d}`, r)}
+			if got := nextWire(t, s); got != want {
+				t.Errorf("got %+v, want %+v", got, want)
+			}
+			// Writes elsewhere move the bookmark on.
+			r2 := e.put(t, "other", "v")
+			for {
+				got := nextWire(t, s)
+				if got.Type != "progress" {
+					t.Fatalf("got %+v", got)
+				}
+				if got.ID == fmt.Sprint(r2) {
+					break
+				}
+			}
+		})
 	}
 }
 
@@ -292,13 +298,17 @@ func readLine(t *testing.T, br *bufio.Reader) string {
 
 func TestWatchHeartbeat(t *testing.T) {
 	e := newEnv(t, Options{Heartbeat: 30 * time.Millisecond, RetryMin: 1500 * time.Millisecond, RetryMax: 1500 * time.Millisecond})
-	_, br := rawStream(t, e.h1, e.url("k", "progress=0"), nil)
-	var got []string
-	for range 4 {
-		got = append(got, readLine(t, br))
-	}
-	if diff := cmp.Diff([]string{"retry: 1500", "", ": heartbeat", ": heartbeat"}, got); diff != "" {
-		t.Errorf("stream (-want +got):\n%s", diff)
+	for _, cl := range e.clients() {
+		t.Run(cl.name, func(t *testing.T) {
+			_, br := rawStream(t, cl.c, e.url("k", "progress=0"), nil)
+			var got []string
+			for range 4 {
+				got = append(got, readLine(t, br))
+			}
+			if diff := cmp.Diff([]string{"retry: 1500", "", ": heartbeat", ": heartbeat"}, got); diff != "" {
+				t.Errorf("stream (-want +got):\n%s", diff)
+			}
+		})
 	}
 }
 
@@ -313,34 +323,36 @@ func TestWatchNDJSON(t *testing.T) {
 		{"format", "format=ndjson", nil},
 		{"accept", "", http.Header{"Accept": {"text/plain, application/x-ndjson;q=0.9"}}},
 	} {
-		t.Run(tt.name, func(t *testing.T) {
-			q := fmt.Sprintf("prefix=true&rev=%d&prev_kv=true", base)
-			if tt.query != "" {
-				q += "&" + tt.query
-			}
-			resp, br := rawStream(t, e.h2, e.url("n/", q), tt.hdr)
-			if ct := resp.Header.Get("Content-Type"); ct != "application/x-ndjson" {
-				t.Errorf("Content-Type %q", ct)
-			}
-			evs := e.storeEvents(t, r)
-			want := []string{
-				fmt.Sprintf(`{"id":"%d","type":"put","revision":%d,"kv":%s}`, base, base, kvData(&e.storeEvents(t, base)[0], true)),
-				fmt.Sprintf(`{"id":"%d.0","type":"put","revision":%d,"kv":%s}`, r, r, kvData(&evs[0], true)),
-				fmt.Sprintf(`{"id":"%d","type":"put","revision":%d,"kv":%s}`, r, r, kvData(&evs[1], true)),
-			}
-			var got []string
-			for range want {
-				got = append(got, readLine(t, br))
-			}
-			if diff := cmp.Diff(want, got); diff != "" {
-				t.Errorf("lines (-want +got):\n%s", diff)
-			}
-			// last_event_id resumes exactly as for SSE.
-			_, br2 := rawStream(t, e.h2, e.url("n/", fmt.Sprintf("prefix=true&format=ndjson&prev_kv=true&last_event_id=%d.0", r)), nil)
-			if got := readLine(t, br2); got != want[2] {
-				t.Errorf("resumed: %s, want %s", got, want[2])
-			}
-		})
+		for _, cl := range e.h2Clients() {
+			t.Run(cl.name+"/"+tt.name, func(t *testing.T) {
+				q := fmt.Sprintf("prefix=true&rev=%d&prev_kv=true", base)
+				if tt.query != "" {
+					q += "&" + tt.query
+				}
+				resp, br := rawStream(t, cl.c, e.url("n/", q), tt.hdr)
+				if ct := resp.Header.Get("Content-Type"); ct != "application/x-ndjson" {
+					t.Errorf("Content-Type %q", ct)
+				}
+				evs := e.storeEvents(t, r)
+				want := []string{
+					fmt.Sprintf(`{"id":"%d","type":"put","revision":%d,"kv":%s}`, base, base, kvData(&e.storeEvents(t, base)[0], true)),
+					fmt.Sprintf(`{"id":"%d.0","type":"put","revision":%d,"kv":%s}`, r, r, kvData(&evs[0], true)),
+					fmt.Sprintf(`{"id":"%d","type":"put","revision":%d,"kv":%s}`, r, r, kvData(&evs[1], true)),
+				}
+				var got []string
+				for range want {
+					got = append(got, readLine(t, br))
+				}
+				if diff := cmp.Diff(want, got); diff != "" {
+					t.Errorf("lines (-want +got):\n%s", diff)
+				}
+				// last_event_id resumes exactly as for SSE.
+				_, br2 := rawStream(t, cl.c, e.url("n/", fmt.Sprintf("prefix=true&format=ndjson&prev_kv=true&last_event_id=%d.0", r)), nil)
+				if got := readLine(t, br2); got != want[2] {
+					t.Errorf("resumed: %s, want %s", got, want[2])
+				}
+			})
+		}
 	}
 }
 
@@ -356,8 +368,8 @@ func TestShutdown(t *testing.T) {
 			t.Fatalf("event %+v", ev)
 		}
 	}
-	if n := e.h.Streams(); n != 2 {
-		t.Errorf("Streams() = %d, want 2", n)
+	if n := e.h.Streams(); n != int64(len(streams)) {
+		t.Errorf("Streams() = %d, want %d", n, len(streams))
 	}
 	e.h.Shutdown()
 	for _, s := range streams {
@@ -373,15 +385,19 @@ func TestShutdown(t *testing.T) {
 }
 
 func TestHubClose(t *testing.T) {
-	e := newEnv(t, Options{})
-	s := connect(t, e.h2, e.url("k", ""), sseclient.Options{})
-	e.hub.Close()
-	if _, err := s.Next(); !errors.Is(err, io.EOF) {
-		t.Errorf("after the hub closed: %v, want the stream to end", err)
-	}
-	_, err := sseclient.Connect(t.Context(), e.url("k", ""), sseclient.Options{Client: e.h1})
-	if statusOf(err) != http.StatusServiceUnavailable {
-		t.Errorf("new stream after the hub closed: %v, want 503", err)
+	for _, cl := range h2Names {
+		t.Run(cl, func(t *testing.T) {
+			e := newEnv(t, Options{})
+			s := connect(t, e.client(cl), e.url("k", ""), sseclient.Options{})
+			e.hub.Close()
+			if _, err := s.Next(); !errors.Is(err, io.EOF) {
+				t.Errorf("after the hub closed: %v, want the stream to end", err)
+			}
+			_, err := sseclient.Connect(t.Context(), e.url("k", ""), sseclient.Options{Client: e.h1})
+			if statusOf(err) != http.StatusServiceUnavailable {
+				t.Errorf("new stream after the hub closed: %v, want 503", err)
+			}
+		})
 	}
 }
 
@@ -411,9 +427,8 @@ func TestEncodeEndings(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			h := NewHandler(nil, nil, tt.opts)
-			req, _ := http.NewRequest(http.MethodGet, "/v1/watch/k", nil)
-			c := &conn{h: h, r: req, resps: tt.resps}
-			if end := c.encode(); !end {
+			c := &feed{h: h, path: "/v1/watch/k"}
+			if end := c.encode(tt.resps); !end {
 				t.Error("stream not ended")
 			}
 			if diff := cmp.Diff(tt.want, string(c.enc.Bytes())); diff != "" {
@@ -440,9 +455,8 @@ func TestProgressNeverMovesBack(t *testing.T) {
 		{0, 0, 1, true},
 	}
 	for _, tt := range tests {
-		c := &conn{h: NewHandler(nil, nil, Options{}), startRev: tt.startRev, startSub: tt.startSub,
-			resps: []watchhub.Response{{Kind: watchhub.KindProgress, Revision: tt.progress}}}
-		c.encode()
+		c := &feed{h: NewHandler(nil, nil, Options{}), startRev: tt.startRev, startSub: tt.startSub}
+		c.encode([]watchhub.Response{{Kind: watchhub.KindProgress, Revision: tt.progress}})
 		if sent := c.enc.Len() > 0; sent != tt.sent {
 			t.Errorf("start %d.%d progress %d: sent %v, want %v", tt.startRev, tt.startSub, tt.progress, sent, tt.sent)
 		}

@@ -15,6 +15,7 @@ import (
 
 	"go.uber.org/goleak"
 
+	"github.com/watchgate/watchgate/h2srv"
 	"github.com/watchgate/watchgate/internal/sseclient"
 	"github.com/watchgate/watchgate/kv"
 	"github.com/watchgate/watchgate/kvjson"
@@ -36,6 +37,14 @@ type env struct {
 	conns atomic.Int64
 	// h1 speaks HTTP/1.1, h2 cleartext HTTP/2 (prior knowledge).
 	h1, h2 *http.Client
+
+	// srvX serves the same handler with package h2srv's HTTP/2 server,
+	// whose streams the handler detaches; hx speaks cleartext HTTP/2 to
+	// it whatever the URL's host (the URLs name srv), and connsX counts
+	// its connections.
+	srvX   *httptest.Server
+	hx     *http.Client
+	connsX atomic.Int64
 }
 
 // newEnv starts an env; everything is closed when the test ends, the
@@ -87,17 +96,48 @@ func newEnvStore(tb testing.TB, opts Options, kvOpts kv.Options) *env {
 		e.srv.Close()
 	})
 
+	// A detached stream's write timeout is the connection's.
+	h2 := h2srv.New(nil, h2srv.Options{MaxConcurrentStreams: 1 << 15, WriteTimeout: opts.WriteTimeout})
+	e.srvX = httptest.NewUnstartedServer(e.h)
+	e.srvX.Config.Protocols = new(http.Protocols)
+	e.srvX.Config.Protocols.SetHTTP1(true)
+	e.srvX.Config.Protocols.SetUnencryptedHTTP2(true)
+	e.srvX.Config.TLSNextProto = h2.TLSNextProto()
+	e.srvX.Config.ConnState = func(_ net.Conn, s http.ConnState) {
+		if s == http.StateNew {
+			e.connsX.Add(1)
+		}
+	}
+	e.srvX.Config.RegisterOnShutdown(e.h.Shutdown)
+	e.srvX.Start()
+	tb.Cleanup(func() {
+		e.h.Shutdown()
+		e.srvX.Close()
+		if err := h2.Close(); err != nil {
+			tb.Error(err)
+		}
+	})
+
 	t1 := &http.Transport{}
 	// One connection per origin, as a browser: never a second one for
 	// more concurrent streams, nor when requests race the first dial.
 	t2 := &http.Transport{Protocols: new(http.Protocols), MaxConnsPerHost: 1,
 		HTTP2: &http.HTTP2Config{StrictMaxConcurrentRequests: true}}
 	t2.Protocols.SetUnencryptedHTTP2(true)
+	tx := &http.Transport{Protocols: new(http.Protocols), MaxConnsPerHost: 1,
+		HTTP2: &http.HTTP2Config{StrictMaxConcurrentRequests: true},
+		DialContext: func(ctx context.Context, network, _ string) (net.Conn, error) {
+			var d net.Dialer
+			return d.DialContext(ctx, network, e.srvX.Listener.Addr().String())
+		}}
+	tx.Protocols.SetUnencryptedHTTP2(true)
 	e.h1 = &http.Client{Transport: t1}
 	e.h2 = &http.Client{Transport: t2}
+	e.hx = &http.Client{Transport: tx}
 	tb.Cleanup(func() {
 		t1.CloseIdleConnections()
 		t2.CloseIdleConnections()
+		tx.CloseIdleConnections()
 	})
 	return e
 }
@@ -111,15 +151,41 @@ func (e *env) url(escapedKey, q string) string {
 	return u
 }
 
-// clients are the protocols every end-to-end test runs over.
-func (e *env) clients() []struct {
+// proto is a client of one of env's servers, by protocol.
+type proto struct {
 	name string
 	c    *http.Client
-} {
-	return []struct {
-		name string
-		c    *http.Client
-	}{{"HTTP/1.1", e.h1}, {"HTTP/2", e.h2}}
+	// conns counts the connections of the server it speaks to.
+	conns *atomic.Int64
+}
+
+// clients are the protocols and servers every end-to-end test runs
+// over: HTTP/1.1 and HTTP/2 of net/http, and HTTP/2 of package h2srv
+// (detached streams).
+func (e *env) clients() []proto {
+	return append([]proto{{"HTTP/1.1", e.h1, &e.conns}}, e.h2Clients()...)
+}
+
+// protoNames are the names of clients' protocols.
+var protoNames = []string{"HTTP/1.1", "HTTP/2", "HTTP/2-h2srv"}
+
+// client is the client of clients named name.
+func (e *env) client(name string) *http.Client {
+	for _, p := range e.clients() {
+		if p.name == name {
+			return p.c
+		}
+	}
+	panic("no client " + name)
+}
+
+// h2Names names the HTTP/2 clients, for tests that need an env of their
+// own for each.
+var h2Names = []string{"HTTP/2", "HTTP/2-h2srv"}
+
+// h2Clients are the HTTP/2 clients, of net/http's server and of h2srv's.
+func (e *env) h2Clients() []proto {
+	return []proto{{"HTTP/2", e.h2, &e.conns}, {"HTTP/2-h2srv", e.hx, &e.connsX}}
 }
 
 func (e *env) put(tb testing.TB, key, value string) int64 {

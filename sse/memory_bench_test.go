@@ -1,6 +1,7 @@
 package sse_test
 
 import (
+	"bufio"
 	"bytes"
 	"errors"
 	"flag"
@@ -14,6 +15,7 @@ import (
 	"runtime/metrics"
 	"runtime/pprof"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -22,6 +24,7 @@ import (
 	"golang.org/x/net/http2"
 	"golang.org/x/net/http2/hpack"
 
+	"github.com/watchgate/watchgate/h2srv"
 	"github.com/watchgate/watchgate/httpapi"
 	"github.com/watchgate/watchgate/kv"
 	"github.com/watchgate/watchgate/sse"
@@ -43,7 +46,9 @@ var (
 //     (WriteHeader, Flush, wait for the end of the request): what net/http
 //     costs whatever the handler does;
 //   - sse: the sse.Handler alone, on a real store and hub;
-//   - httpapi: the whole API server (router, middleware, access, limits).
+//   - httpapi: the whole API server (router, middleware, access, limits);
+//   - sse-h2srv, httpapi-h2srv: the same served by package h2srv, whose
+//     streams the handler detaches (no goroutine a stream).
 //
 // The streams have been idle for longer than half their write timeout.
 // Run with -benchtime 1x; -streammem.n sets the number of streams.
@@ -66,6 +71,14 @@ func BenchmarkStreamMemory(b *testing.B) {
 			}
 			return s
 		}},
+	}
+	for _, tc := range cases {
+		if tc.name != "floor" {
+			cases = append(cases, struct {
+				name    string
+				handler func(tb testing.TB, n int) http.Handler
+			}{tc.name + "-h2srv", tc.handler})
+		}
 	}
 	for _, tc := range cases {
 		b.Run(tc.name, func(b *testing.B) {
@@ -115,7 +128,7 @@ func memHub(tb testing.TB) (*kv.Store, *watchhub.Hub) {
 // measureStreams serves h, opens n streams on one connection and returns
 // the server's heap bytes, stack bytes and goroutines per open stream.
 func measureStreams(tb testing.TB, h http.Handler, n int, name string) (heap, stack, goroutines float64) {
-	srv := newH2Server(h, n+1)
+	srv := newH2Server(h, n+1, strings.HasSuffix(name, "-h2srv"))
 	defer srv.Close()
 
 	c, err := dialH2(srv.Listener.Addr().String())
@@ -153,12 +166,17 @@ func measureStreams(tb testing.TB, h http.Handler, n int, name string) (heap, st
 }
 
 // newH2Server starts h on loopback, cleartext HTTP/2 with up to
-// maxStreams streams a connection.
-func newH2Server(h http.Handler, maxStreams int) *httptest.Server {
+// maxStreams streams a connection, by net/http or with custom by package
+// h2srv.
+func newH2Server(h http.Handler, maxStreams int, custom bool) *httptest.Server {
 	srv := httptest.NewUnstartedServer(h)
 	srv.Config.Protocols = new(http.Protocols)
 	srv.Config.Protocols.SetUnencryptedHTTP2(true)
 	srv.Config.HTTP2 = &http.HTTP2Config{MaxConcurrentStreams: maxStreams}
+	if custom {
+		srv.Config.Protocols.SetHTTP1(true) // the handoff goes through net/http's HTTP/1 side
+		srv.Config.TLSNextProto = h2srv.New(nil, h2srv.Options{}).TLSNextProto()
+	}
 	srv.Start()
 	return srv
 }
@@ -270,7 +288,8 @@ func (c *h2Conn) waitOpen(n int) error {
 
 func (c *h2Conn) read() {
 	defer close(c.done)
-	fr := http2.NewFramer(nil, c.nc)
+	// Buffered: a frame a read(2) would make the client the cost.
+	fr := http2.NewFramer(nil, bufio.NewReaderSize(c.nc, 64<<10))
 	status := ""
 	dec := hpack.NewDecoder(4096, func(f hpack.HeaderField) {
 		if f.Name == ":status" {

@@ -53,16 +53,13 @@ func (r *sendRecorder) wait(tb testing.TB, n int) []sendCall {
 // each stream, never the snapshot's entries, and gives the notify time of
 // the oldest of them, taken between the write's start and its arrival.
 func TestOnSend(t *testing.T) {
-	for _, proto := range []string{"HTTP/1.1", "HTTP/2"} {
+	for _, proto := range protoNames {
 		t.Run(proto, func(t *testing.T) {
 			var rec sendRecorder
 			e := newEnv(t, Options{OnSend: rec.onSend})
 			e.put(t, "s/a", "1")
 			e.put(t, "s/b", "2")
-			c := e.h1
-			if proto == "HTTP/2" {
-				c = e.h2
-			}
+			c := e.client(proto)
 			s := connect(t, c, e.url("s/", "prefix=true&snapshot=true"), sseclient.Options{})
 			// The snapshot: reset, two puts, synced.
 			for range 4 {

@@ -37,6 +37,16 @@ type Request struct {
 	// Rev is the rev= start revision, used when Resume is zero; 0 means
 	// the next revision.
 	Rev int64
+	// OnEnd, when set, is called once when Serve is done with the
+	// request: when it returns, or, for a stream detached from its
+	// handler (served by package h2srv), when the stream ends, which is
+	// after Serve has returned. A caller that bounds open streams
+	// releases its count there rather than after Serve. detachedBytes is
+	// what the stream wrote without the ResponseWriter: the body bytes
+	// after it was detached (0 when it was not), for a caller that counts
+	// the bytes written through the ResponseWriter. It is not set by
+	// ParseRequest.
+	OnEnd func(detachedBytes int64)
 }
 
 // Start is the first revision and sub-revision the stream sends, in the

@@ -94,15 +94,12 @@ type step struct {
 // its last id each time, and checks the concatenation against the store's
 // history: nothing lost, nothing repeated, every id right.
 func TestCutResume(t *testing.T) {
-	for _, proto := range []string{"HTTP/1.1", "HTTP/2"} {
+	for _, proto := range protoNames {
 		t.Run(proto, func(t *testing.T) {
 			e := newEnv(t, Options{MinProgress: time.Millisecond})
 			rec := watchtest.Record(e.store.Subscribe)
 			defer rec.Stop()
-			c := e.h1
-			if proto == "HTTP/2" {
-				c = e.h2
-			}
+			c := e.client(proto)
 			cur, _ := e.store.Revisions()
 			start := cur + 1
 			s := connect(t, c, e.url("w/", fmt.Sprintf("prefix=true&prev_kv=true&progress=50ms&rev=%d", start)),

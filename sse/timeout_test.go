@@ -63,29 +63,54 @@ func TestWriteTimeout(t *testing.T) {
 			t.Errorf("%d connections", n)
 		}
 	})
+
+	// A detached stream whose window stays at zero is reset by h2srv.
+	t.Run("HTTP/2-h2srv", func(t *testing.T) {
+		waitFor(t, func() bool { return e.h.Streams() == 0 })
+		other := connect(t, e.hx, e.url("small", ""), sseclient.Options{})
+		req, _ := http.NewRequestWithContext(t.Context(), http.MethodGet, e.url("big", ""), nil)
+		resp, err := e.hx.Do(req) // its body is never read
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		waitFor(t, func() bool { return e.h.detachedCount() == 2 })
+		fill(t, 1)
+		rev := e.put(t, "small", "still here too")
+		if ev := nextEvent(t, other); ev.ID != fmt.Sprint(rev) || !strings.Contains(ev.Data, "still here too") {
+			t.Errorf("other stream got %+v", ev)
+		}
+		if n := e.connsX.Load(); n != 1 {
+			t.Errorf("%d connections to h2srv", n)
+		}
+	})
 }
 
 // TestWatchFutureRev starts a watch at a revision not written yet, as etcd
 // allows: nothing before it is sent, and no bookmark behind it either.
 func TestWatchFutureRev(t *testing.T) {
-	e := newEnv(t, Options{MinProgress: time.Millisecond})
-	cur, _ := e.store.Revisions()
-	s := connect(t, e.h2, e.url("f", fmt.Sprintf("rev=%d&progress=20ms", cur+3)), sseclient.Options{})
-	e.put(t, "f", "1")
-	e.put(t, "f", "2")
-	r3 := e.put(t, "f", "3")
-	for {
-		w := nextWire(t, s)
-		if w.Type == "progress" {
-			if p, err := ParsePosition(w.ID); err != nil || p.Rev < cur+2 {
-				t.Fatalf("bookmark %s behind the start %d", w.ID, cur+3)
+	for _, cl := range h2Names {
+		t.Run(cl, func(t *testing.T) {
+			e := newEnv(t, Options{MinProgress: time.Millisecond})
+			cur, _ := e.store.Revisions()
+			s := connect(t, e.client(cl), e.url("f", fmt.Sprintf("rev=%d&progress=20ms", cur+3)), sseclient.Options{})
+			e.put(t, "f", "1")
+			e.put(t, "f", "2")
+			r3 := e.put(t, "f", "3")
+			for {
+				w := nextWire(t, s)
+				if w.Type == "progress" {
+					if p, err := ParsePosition(w.ID); err != nil || p.Rev < cur+2 {
+						t.Fatalf("bookmark %s behind the start %d", w.ID, cur+3)
+					}
+					continue
+				}
+				if w.ID != fmt.Sprint(r3) || !strings.Contains(w.Data, `"value":"3"`) {
+					t.Fatalf("first event %+v, want the put at %d", w, r3)
+				}
+				break
 			}
-			continue
-		}
-		if w.ID != fmt.Sprint(r3) || !strings.Contains(w.Data, `"value":"3"`) {
-			t.Fatalf("first event %+v, want the put at %d", w, r3)
-		}
-		return
+		})
 	}
 }
 

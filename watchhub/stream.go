@@ -26,6 +26,16 @@ type StreamOptions struct {
 	// that long without any response queued, if every watch of the stream
 	// is caught up.
 	ProgressInterval time.Duration
+	// OnReady, when set, is called when the stream's queue goes from empty
+	// to non-empty, and once when the hub closes the stream, as Ready is
+	// signalled: a transport that has no goroutine waiting on Ready (one
+	// that is written to by its connection's writer) wakes on it and must
+	// then Drain until Drain returns nothing. It is called with no lock
+	// that Drain takes (though possibly with the hub's), so it may be
+	// called while a Drain runs; it must not block nor call the Stream's
+	// methods other than Drain. It is not called after the stream's own
+	// Close has returned.
+	OnReady func()
 }
 
 func (o *StreamOptions) setDefaults() {
@@ -322,10 +332,7 @@ func (s *Stream) push(r Response, force bool, now time.Duration) bool {
 	if wasEmpty {
 		// A non-empty queue has been signalled already, and Drain takes
 		// everything.
-		select {
-		case s.ready <- struct{}{}:
-		default:
-		}
+		s.signal()
 	}
 	return true
 }
@@ -366,8 +373,24 @@ func (s *Stream) closeQueue(drop bool) {
 	}
 	s.qclosed = true
 	s.qmu.Unlock()
+	if drop {
+		// The stream's own Close: nobody is left to drain.
+		select {
+		case s.ready <- struct{}{}:
+		default:
+		}
+		return
+	}
+	s.signal()
+}
+
+// signal wakes the transport: Ready, and OnReady when set.
+func (s *Stream) signal() {
 	select {
 	case s.ready <- struct{}{}:
 	default:
+	}
+	if s.opts.OnReady != nil {
+		s.opts.OnReady()
 	}
 }

@@ -36,7 +36,8 @@ run:
 	$(GO) run .
 
 # deps installs (with apt-get, only when a command is missing) the Debian
-# packages the tests need, then the Go modules.
+# packages the tests need, then the Go modules, and h2spec (the HTTP/2
+# conformance tool h2srv's tests run) into .tools.
 deps:
 	@missing=""; \
 	for dep in $(TEST_DEPS); do \
@@ -49,6 +50,7 @@ deps:
 		$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends $$missing; \
 	fi
 	$(GO) mod download
+	@[ -x .tools/h2spec ] || GOBIN=$(CURDIR)/.tools $(GO) install github.com/summerwind/h2spec/cmd/h2spec@v2.2.1+incompatible
 
 vet:
 	$(GO) vet ./...

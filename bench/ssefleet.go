@@ -264,6 +264,9 @@ func (c *sseConn) stream(id uint32) *sseStream {
 func (c *sseConn) read() {
 	defer c.f.wg.Done()
 	fr := http2.NewFramer(nil, bufio.NewReaderSize(c.nc, 64<<10))
+	// Each frame is used before the next is read (its payload is the
+	// Framer's buffer anyway): no frame struct allocated a DATA frame.
+	fr.SetReuseFrames()
 	fr.ReadMetaHeaders = hpack.NewDecoder(4096, nil)
 	fr.MaxHeaderListSize = 1 << 20
 	for {

@@ -290,6 +290,9 @@ func (c *h2Conn) read() {
 	defer close(c.done)
 	// Buffered: a frame a read(2) would make the client the cost.
 	fr := http2.NewFramer(nil, bufio.NewReaderSize(c.nc, 64<<10))
+	// Each frame is used before the next is read: allocations a delivery
+	// are the server's, not a DATA frame struct of the client's.
+	fr.SetReuseFrames()
 	status := ""
 	dec := hpack.NewDecoder(4096, func(f hpack.HeaderField) {
 		if f.Name == ":status" {

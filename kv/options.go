@@ -36,6 +36,20 @@ type Options struct {
 	// compactDurable, when set, is called by Compact once the new compact
 	// revision is durable in the file, before Compact returns (tests).
 	compactDurable func(rev int64)
+	// checkpointInterval (default 100ms), checkpointRevs (default
+	// 10,000) and checkpointBytes (default 16 MiB) override when the
+	// overlay is checkpointed: every interval, or as soon as it holds
+	// that many revisions or bytes. maxOverlayBytes (default 64 MiB)
+	// overrides the size at which writers wait for a checkpoint (tests).
+	checkpointInterval time.Duration
+	checkpointRevs     int64
+	checkpointBytes    int64
+	maxOverlayBytes    int64
+	// walSegmentSize overrides the size of a log segment (tests).
+	walSegmentSize int64
+	// hook, when set, is called at named points of the commit and
+	// checkpoint paths (tests).
+	hook func(point string)
 }
 
 const (
@@ -48,12 +62,17 @@ const (
 
 	// A group commit takes at most this many requests or bytes of keys
 	// and values; the rest waits for the next group. Large groups amortise
-	// the fsync; the bounds keep one bbolt transaction and its memory
+	// the fsync; the bounds keep one log record and its memory
 	// reasonable.
 	maxGroupRequests = 4096
 	maxGroupBytes    = 4 << 20
 
 	defaultCompactChunk = 1024
+
+	defaultCheckpointInterval = 100 * time.Millisecond
+	defaultCheckpointRevs     = 10000
+	defaultCheckpointBytes    = 16 << 20
+	defaultMaxOverlayBytes    = 64 << 20
 )
 
 func (o Options) withDefaults() Options {
@@ -73,6 +92,21 @@ func (o Options) withDefaults() Options {
 	}
 	if o.compactChunk <= 0 {
 		o.compactChunk = defaultCompactChunk
+	}
+	if o.checkpointInterval <= 0 {
+		o.checkpointInterval = defaultCheckpointInterval
+	}
+	if o.checkpointRevs <= 0 {
+		o.checkpointRevs = defaultCheckpointRevs
+	}
+	if o.checkpointBytes <= 0 {
+		o.checkpointBytes = defaultCheckpointBytes
+	}
+	if o.maxOverlayBytes <= 0 {
+		o.maxOverlayBytes = defaultMaxOverlayBytes
+	}
+	if o.walSegmentSize <= 0 {
+		o.walSegmentSize = defaultWALSegment
 	}
 	if o.retainInterval <= 0 {
 		o.retainInterval = time.Second

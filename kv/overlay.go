@@ -1,0 +1,180 @@
+package kv
+
+import (
+	"bytes"
+	"sort"
+	"sync/atomic"
+)
+
+// The overlay holds the revisions that are durable in the write-ahead log
+// but not yet written to bbolt by a checkpoint. It is made of at most two
+// memtables: mem, which the committer writes, and imm, a former mem that a
+// checkpoint is writing to bbolt. Every read merges the overlay's versions
+// over bbolt (see view).
+//
+// A memtable is written by one goroutine (the committer, or Open while it
+// replays the log) and read by any number of others without locks: keys
+// live in a skip list whose links are atomic pointers, each key's versions
+// in an append-only list published through an atomic pointer, and the
+// revisions' events in an append-only list published the same way. A
+// reader never looks at a version above the revision it reads at, so the
+// versions of a group commit still on its way are invisible to it.
+type overlay struct {
+	imm *memtable // being checkpointed; nil when none
+	mem *memtable // receives the committer's writes
+}
+
+// memtable holds the revisions lo+1 .. hi() of the overlay.
+type memtable struct {
+	lo    int64
+	keys  skiplist
+	st    atomic.Pointer[memState]
+	bytes atomic.Int64 // approximate memory held
+}
+
+// memState is the published part of a memtable: the events of its
+// revisions lo+1 .. lo+len(batches) and its group commits.
+type memState struct {
+	batches []Batch
+	groups  []memGroup
+}
+
+// memGroup is one group commit of a memtable: its revisions, its commit
+// time (for the times bucket) and the live key count after it.
+type memGroup struct {
+	first, last int64
+	time        int64
+	keys        int64
+}
+
+func newMemtable(lo int64) *memtable {
+	m := &memtable{lo: lo}
+	m.keys.init()
+	m.st.Store(&memState{})
+	return m
+}
+
+// hi returns the last revision the memtable holds (lo when none).
+func (m *memtable) hi() int64 { return m.lo + int64(len(m.st.Load().batches)) }
+
+// addGroup publishes the events and metadata of one group commit whose
+// versions were already added to the keys. Writer only.
+func (m *memtable) addGroup(batches []Batch, g memGroup, size int64) {
+	old := m.st.Load()
+	m.st.Store(&memState{
+		batches: append(old.batches, batches...),
+		groups:  append(old.groups, g),
+	})
+	m.bytes.Add(size)
+}
+
+// verList is one key's versions in a memtable, in revision and
+// sub-revision order. Published lists are never modified; appending to one
+// writes past the end of the readers' copies only.
+type verList struct {
+	evs []Event
+}
+
+// latest returns the key's last event with after < revision <= rev.
+func (l *verList) latest(after, rev int64) (*Event, bool) {
+	if l == nil {
+		return nil, false
+	}
+	i := sort.Search(len(l.evs), func(i int) bool { return l.evs[i].KV.ModRevision > rev })
+	if i == 0 || l.evs[i-1].KV.ModRevision <= after {
+		return nil, false
+	}
+	return &l.evs[i-1], true
+}
+
+// skipMaxLevel bounds the skip list's height: with p = 1/4 it serves 4^16
+// keys well.
+const skipMaxLevel = 16
+
+// skipNode is one key of a skip list and its versions.
+type skipNode struct {
+	key  []byte
+	vers atomic.Pointer[verList]
+	next []atomic.Pointer[skipNode]
+}
+
+// skiplist is an ordered set of keys with one writer and concurrent
+// readers: a new node is fully built before the links to it are stored, so
+// a reader sees either the list without it or with it.
+type skiplist struct {
+	head skipNode
+	rnd  uint64 // writer only
+}
+
+func (l *skiplist) init() {
+	l.head.next = make([]atomic.Pointer[skipNode], skipMaxLevel)
+	l.rnd = 0x9e3779b97f4a7c15
+}
+
+// seek returns the first node whose key is >= key (nil when none), and
+// fills preds, when not nil, with the last node before key at every level.
+func (l *skiplist) seek(key []byte, preds *[skipMaxLevel]*skipNode) *skipNode {
+	x := &l.head
+	for i := skipMaxLevel - 1; i >= 0; i-- {
+		for {
+			n := x.next[i].Load()
+			if n == nil || bytes.Compare(n.key, key) >= 0 {
+				break
+			}
+			x = n
+		}
+		if preds != nil {
+			preds[i] = x
+		}
+	}
+	return x.next[0].Load()
+}
+
+// find returns key's node or nil.
+func (l *skiplist) find(key []byte) *skipNode {
+	n := l.seek(key, nil)
+	if n != nil && bytes.Equal(n.key, key) {
+		return n
+	}
+	return nil
+}
+
+// first returns the first node, or nil.
+func (l *skiplist) first() *skipNode { return l.head.next[0].Load() }
+
+// insert returns key's node, adding it when missing. key must not be
+// modified afterwards. Writer only.
+func (l *skiplist) insert(key []byte) *skipNode {
+	var preds [skipMaxLevel]*skipNode
+	if n := l.seek(key, &preds); n != nil && bytes.Equal(n.key, key) {
+		return n
+	}
+	lvl := 1
+	for lvl < skipMaxLevel {
+		// xorshift64
+		l.rnd ^= l.rnd << 13
+		l.rnd ^= l.rnd >> 7
+		l.rnd ^= l.rnd << 17
+		if l.rnd&3 != 0 {
+			break
+		}
+		lvl++
+	}
+	n := &skipNode{key: key, next: make([]atomic.Pointer[skipNode], lvl)}
+	for i := 0; i < lvl; i++ {
+		n.next[i].Store(preds[i].next[i].Load())
+	}
+	for i := 0; i < lvl; i++ {
+		preds[i].next[i].Store(n)
+	}
+	return n
+}
+
+// eventSize approximates the memory an event holds in the overlay.
+func eventSize(e *Event) int64 {
+	n := int64(len(e.KV.Key)+len(e.KV.Value)) + 2*int64(96) // the event in its batch and in its key's versions
+	if e.PrevKV != nil {
+		n += int64(len(e.PrevKV.Value)) + 72
+	}
+	return n
+}

@@ -56,8 +56,8 @@ func (s *Store) writeCheckpoint(m *memtable) error {
 	if len(st.batches) == 0 {
 		return nil
 	}
-	a := &s.ckArena
-	defer a.reset()
+	// A fresh arena: its chunks are garbage once the transaction committed.
+	a := &arena{size: 256 << 10}
 	return s.db.Update(func(tx *bolt.Tx) error {
 		meta := tx.Bucket(bucketMeta)
 		rev, err := getUint64(meta.Get(metaRev))

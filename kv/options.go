@@ -36,10 +36,10 @@ type Options struct {
 	// compactDurable, when set, is called by Compact once the new compact
 	// revision is durable in the file, before Compact returns (tests).
 	compactDurable func(rev int64)
-	// checkpointInterval (default 500ms), checkpointRevs (default
-	// 50,000) and checkpointBytes (default 32 MiB) override when the
+	// checkpointInterval (default 250ms), checkpointRevs (default
+	// 25,000) and checkpointBytes (default 8 MiB) override when the
 	// overlay is checkpointed: every interval, or as soon as it holds
-	// that many revisions or bytes. maxOverlayBytes (default 128 MiB)
+	// that many revisions or bytes. maxOverlayBytes (default 64 MiB)
 	// overrides the size at which writers wait for a checkpoint (tests).
 	checkpointInterval time.Duration
 	checkpointRevs     int64
@@ -70,13 +70,14 @@ const (
 	defaultCompactChunk = 1024
 
 	// A checkpoint's cost is mostly the bbolt pages it rewrites, which
-	// grows much slower than the revisions it holds: with 256 writers,
-	// checkpoints every 500ms cost half the CPU per write of checkpoints
-	// every 100ms, for an overlay of about 30 MiB at 75,000 writes/s.
-	defaultCheckpointInterval = 500 * time.Millisecond
-	defaultCheckpointRevs     = 50000
-	defaultCheckpointBytes    = 32 << 20
-	defaultMaxOverlayBytes    = 128 << 20
+	// grows much slower than the revisions it holds, but its transaction
+	// holds those pages in memory until it commits, and the overlay
+	// holds about twice the bytes it counts: the bounds trade CPU per
+	// write for memory.
+	defaultCheckpointInterval = 250 * time.Millisecond
+	defaultCheckpointRevs     = 25000
+	defaultCheckpointBytes    = 8 << 20
+	defaultMaxOverlayBytes    = 64 << 20
 )
 
 func (o Options) withDefaults() Options {

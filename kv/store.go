@@ -69,8 +69,7 @@ type Store struct {
 	// whole, published groups.
 	rotMu sync.Mutex
 	// ckMu serialises checkpoints; taken before rotMu.
-	ckMu    sync.Mutex
-	ckArena arena // checkpoint buffers, under ckMu
+	ckMu sync.Mutex
 	// ckWake is signalled when the memtable is large.
 	ckWake chan struct{}
 	// applied is the revision bbolt holds (the last checkpoint's).
@@ -141,8 +140,6 @@ func Open(dir string, opts Options) (*Store, error) {
 		ckWake:      make(chan struct{}, 1),
 		stopc:       make(chan struct{}),
 	}
-	s.ckArena.reuse = true
-	s.ckArena.size = 256 << 10
 	needCompact, err := s.load()
 	if err == nil {
 		err = s.recover(walDir)

@@ -18,7 +18,7 @@
 // commit subscriber before the fdatasync of its record returned. The
 // revisions in the log and not yet in bbolt are kept in memory (the
 // overlay) and merged over bbolt by every read; a checkpointer writes them
-// to bbolt in one transaction every 250 ms (or 25,000 revisions, or
+// to bbolt in one transaction every 100 ms (or 25,000 revisions, or
 // 8 MiB), then deletes the log segments bbolt no longer needs. Writers
 // wait when the overlay grows past 64 MiB until a checkpoint made room.
 // Open replays the log's records above bbolt's revision, and Close

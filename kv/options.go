@@ -36,7 +36,7 @@ type Options struct {
 	// compactDurable, when set, is called by Compact once the new compact
 	// revision is durable in the file, before Compact returns (tests).
 	compactDurable func(rev int64)
-	// checkpointInterval (default 250ms), checkpointRevs (default
+	// checkpointInterval (default 100ms), checkpointRevs (default
 	// 25,000) and checkpointBytes (default 8 MiB) override when the
 	// overlay is checkpointed: every interval, or as soon as it holds
 	// that many revisions or bytes. maxOverlayBytes (default 64 MiB)
@@ -70,11 +70,13 @@ const (
 	defaultCompactChunk = 1024
 
 	// A checkpoint's cost is mostly the bbolt pages it rewrites, which
-	// grows much slower than the revisions it holds, but its transaction
-	// holds those pages in memory until it commits, and the overlay
-	// holds about twice the bytes it counts: the bounds trade CPU per
-	// write for memory.
-	defaultCheckpointInterval = 250 * time.Millisecond
+	// grows much slower than the revisions it holds; but its transaction
+	// holds those pages in memory until it commits and fsyncs them all
+	// at once, sharing the disk with the log's fdatasync, and the
+	// overlay holds about twice the bytes it counts. Checkpoints every
+	// 100ms gave the real server its best p99 with 256 writers, at the
+	// same CPU a write as 250ms.
+	defaultCheckpointInterval = 100 * time.Millisecond
 	defaultCheckpointRevs     = 25000
 	defaultCheckpointBytes    = 8 << 20
 	defaultMaxOverlayBytes    = 64 << 20

@@ -13,12 +13,20 @@
 //	defer s.Close()
 //	created, err := s.Watch(watchhub.WatchRequest{ID: "w1", Key: []byte("config/"),
 //		End: kv.PrefixEnd([]byte("config/")), StartRev: 42, PrevKV: true})
-//	var buf []watchhub.Response
 //	for {
-//		buf, err = s.Recv(ctx, buf[:0]) // or: <-s.Ready(); buf = s.Drain(buf[:0])
+//		buf, err := s.Recv(ctx, nil) // or: <-s.Ready(); buf := s.Drain(nil)
 //		if err != nil { ... }
 //		for i := range buf { ... write buf[i] ... }
+//		s.Release(buf) // the array goes back to the streams' shared arrays
 //	}
+//
+// Queue arrays are shared by all streams (a sync.Pool per size): a stream
+// takes one when a response is queued, and the transport gives it back
+// with Release once it has written what it drained, so an idle stream
+// holds no array and a steady flow allocates none. A transport may
+// instead drain into its previous array (buf = s.Drain(buf[:0]), after
+// clearing it), which gives that array back at each drain and keeps the
+// last one while idle.
 //
 // # Guarantees
 //

@@ -217,30 +217,64 @@ func (s *Stream) Done() <-chan struct{} { return s.h.donec }
 // Drain appends every queued response to buf, in order, and removes them
 // from the queue. It never blocks. Only one goroutine may drain a stream.
 //
-// Given an empty buf, Drain swaps arrays with it rather than copying: the
-// caller gets the queue's array and the queue keeps buf's for the next
-// responses, so a transport that drains into buf[:0] again and again
-// allocates nothing and an idle stream holds no more than the array its
-// transport handed back. The caller clears the responses it used (clear
-// before reslicing to buf[:0]) so that the array it hands back holds no
-// events; Drain does not clear it again, which would cost a pass over the
-// whole array on every drain of a burst.
+// Given an empty buf, Drain hands over the queue's array rather than
+// copying: the caller gets the queue's array and gives up buf's, which
+// goes back to the arrays shared by all streams (or, for an array of a
+// capacity that is not shared, stays with the queue for the next
+// responses). Either way a transport that drains into buf[:0] again and
+// again allocates nothing in a steady flow, and the queue keeps no array
+// of its own once drained: an idle stream holds at most the array its
+// transport kept, none if the transport gave it back with Release. The
+// caller clears the responses it used (clear before reslicing to buf[:0],
+// or Release) so that the array it gives up holds no events; Drain does
+// not clear it again, which would cost a pass over the whole array on
+// every drain of a burst. Nothing may use buf's array after the call.
+//
+// Given a non-empty buf, Drain appends to it (growing it as append does).
 func (s *Stream) Drain(buf []Response) []Response {
+	var give []Response
 	s.qmu.Lock()
 	if len(buf) == 0 {
-		buf, s.q = s.q, buf[:0]
+		give, buf, s.q = buf, s.q, nil
+		if !queueClass(cap(give)) {
+			// Not a shared capacity: the queue keeps it, as it always did.
+			s.q, give = give[:0], nil
+		}
 	} else {
 		buf = append(buf, s.q...)
 		clear(s.q)
-		s.q = s.q[:0]
+		if queueClass(cap(s.q)) {
+			give, s.q = s.q, nil
+		} else {
+			s.q = s.q[:0]
+		}
 	}
 	s.qBytes = 0
 	s.qEvents = 0
 	s.qmu.Unlock()
+	if give != nil {
+		giveQueue(give)
+	}
 	if s.kick.Load() && s.kick.Swap(false) {
 		s.h.kickLoops()
 	}
 	return buf
+}
+
+// Release gives back the array of buf, a slice returned by Drain, once the
+// caller is done with its responses: Release clears them and, when the
+// array's capacity is one the streams share, makes the array available to
+// the next response queued on any stream. A transport that releases what
+// it drained holds no array while its stream is idle. Nothing may use
+// buf's array after the call; the next Drain is then given an empty buf
+// (nil). Release(nil) does nothing. It does not touch the stream's queue
+// and may be called from any goroutine.
+func (s *Stream) Release(buf []Response) {
+	if cap(buf) == 0 {
+		return
+	}
+	clear(buf)
+	giveQueue(buf)
 }
 
 // Recv waits until responses are queued, then drains them into buf. It
@@ -337,21 +371,30 @@ func (s *Stream) push(r Response, force bool, now time.Duration) bool {
 	return true
 }
 
-// grow gives the full queue a larger array. A write that concerns every
-// watch of the stream queues one response each, and after an idle period
-// the transport hands back no array (see Drain): growing by doubling alone
-// would allocate and copy a dozen arrays for such a burst of 10,000. Once
-// the queue holds 64 responses, a burst is under way, and the array grows
-// straight to room for one response per watch, up to the queue's bound on
-// event data; a write that concerns a few watches of a large stream
-// allocates no more than before. Called with Hub.mu and qmu held.
+// grow gives the full queue a larger array, from the arrays the streams
+// share (queuepool.go): 2, 8, 32, 128 then 512 responses, and doubling
+// beyond. A write that concerns every watch of the stream queues one
+// response each, and after an idle period the queue has no array:
+// growing step by step alone would copy a dozen arrays for such a burst of
+// 10,000. Once the queue holds 64 responses or more, a burst is under
+// way, and the array grows straight to room for one response per watch,
+// up to the queue's bound on event data; a write that concerns a few
+// watches of a large stream allocates no more than before. The outgrown
+// array goes back to the shared ones. Called with Hub.mu and qmu held.
 func (s *Stream) grow() {
-	n := max(2*cap(s.q), 16)
+	n := queueCap(cap(s.q))
+	if n == 0 {
+		n = 2 * cap(s.q)
+	}
 	if len(s.q) >= 64 && len(s.q) < len(s.watchers) {
 		n = max(n, min(len(s.watchers)+16, s.opts.MaxQueueResponses+16))
 	}
-	q := make([]Response, len(s.q), n)
+	q := takeQueue(n)[:len(s.q)]
 	copy(q, s.q)
+	if cap(s.q) > 0 {
+		clear(s.q)
+		giveQueue(s.q)
+	}
 	s.q = q
 }
 
@@ -368,6 +411,7 @@ func (s *Stream) closeQueue(drop bool) {
 	s.qmu.Lock()
 	if drop {
 		clear(s.q)
+		giveQueue(s.q)
 		s.q = nil
 		s.qBytes, s.qEvents = 0, 0
 	}

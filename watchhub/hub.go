@@ -145,6 +145,9 @@ type Hub struct {
 	// has seen.
 	ahead   []*watcher
 	scratch []*watcher
+	// batch holds, during one notify, the responses queued on one stream
+	// under one lock of its queue.
+	batch []Response
 	// spill holds, during one notify, the events of watchers whose events
 	// are not one run of the notify's events.
 	spill map[*watcher][]*Event
@@ -360,20 +363,68 @@ func (h *Hub) notifyLocked(batches []kv.Batch) {
 	}
 	if len(touched) > 0 {
 		now := h.clock()
-		for _, w := range touched {
-			var evs []*Event
-			if w.bufEnd > 0 {
-				evs = flat[w.bufStart:w.bufEnd:w.bufEnd]
-			} else {
-				evs = h.spill[w]
-				delete(h.spill, w)
+		for i := 0; i < len(touched); {
+			// Watchers of one stream that follow one another in touched
+			// (the watches a socket made of one key) are queued together.
+			j := i + 1
+			for j < len(touched) && touched[j].s == touched[i].s {
+				j++
 			}
-			w.bufEnd = 0
-			h.deliverLive(w, evs, now)
+			if j == i+1 {
+				w := touched[i]
+				h.deliverLive(w, h.takeEvents(w, flat), now)
+			} else {
+				h.deliverLiveBatch(touched[i:j], flat, now)
+			}
+			i = j
 		}
 		clear(touched)
 	}
 	h.touched = touched[:0]
+}
+
+// takeEvents returns the events notify collected for w and resets its
+// collection.
+func (h *Hub) takeEvents(w *watcher, flat []*Event) []*Event {
+	var evs []*Event
+	if w.bufEnd > 0 {
+		evs = flat[w.bufStart:w.bufEnd:w.bufEnd]
+	} else {
+		evs = h.spill[w]
+		delete(h.spill, w)
+	}
+	w.bufEnd = 0
+	return evs
+}
+
+// maxBatch bounds the capacity of the batch array a hub keeps between
+// notifies.
+const maxBatch = 4096
+
+// deliverLiveBatch is deliverLive for several watchers of one stream, in
+// order: their responses are queued under one lock of the stream's queue.
+// ws is overwritten.
+func (h *Hub) deliverLiveBatch(ws []*watcher, flat []*Event, now time.Duration) {
+	s := ws[0].s
+	rs := h.batch[:0]
+	live := ws[:0]
+	for _, w := range ws {
+		evs := h.takeEvents(w, flat)
+		if w.state == stateVictim {
+			h.addPending(w, evs)
+			continue
+		}
+		rs = append(rs, Response{Kind: KindEvents, WatchID: w.id, Revision: h.rev, Events: evs, PrevKV: w.prevKV, size: eventsSize(evs)})
+		live = append(live, w)
+	}
+	for k := s.pushEvents(rs, now); k < len(rs); k++ {
+		h.makeVictim(live[k], rs[k].Events)
+	}
+	clear(rs)
+	if cap(rs) > maxBatch {
+		rs = nil
+	}
+	h.batch = rs[:0]
 }
 
 // spillEvent adds e to w's events of this notify when they stop being one
@@ -398,6 +449,12 @@ func (h *Hub) deliverLive(w *watcher, evs []*Event, now time.Duration) {
 	if w.s.push(r, false, now) {
 		return
 	}
+	h.makeVictim(w, evs)
+}
+
+// makeVictim makes w, whose events evs its stream's queue refused, a
+// victim that keeps them aside.
+func (h *Hub) makeVictim(w *watcher, evs []*Event) {
 	w.state = stateVictim
 	w.victim = &victimBuf{from: evs[0].KV.ModRevision}
 	h.victims[w] = struct{}{}

@@ -3,6 +3,7 @@ package watchhub
 import (
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -44,7 +45,9 @@ func TestQueueGrowth(t *testing.T) {
 		watches int
 		want    int
 	}{
-		{1, 2}, {2, 2}, {3, 8}, {8, 8}, {9, 32}, {33, 128}, {128, 128},
+		{1, 2}, {2, 2}, {3, 8}, {8, 8}, {9, 32}, {33, 128}, {64, 128},
+		// Over 64, one response per watch and 16 more.
+		{65, 128}, {112, 128}, {113, 512},
 		{129, 512}, {496, 512},
 		// A burst beyond the classes: straight to one response per watch,
 		// and room.
@@ -275,5 +278,111 @@ func TestReleaseDrainersInOrder(t *testing.T) {
 		if diff := cmp.Diff(want[i], d.got); diff != "" {
 			t.Errorf("stream %d (-want +got):\n%s", i, diff)
 		}
+	}
+}
+
+// TestBatchPerStream writes keys watched several times by each of a few
+// streams (one write queues the responses of a stream's watches together,
+// under one lock), with queues too small for a write's responses: the
+// refused watches become victims and catch up. Every watch gets every
+// event of its key once, in order.
+func TestBatchPerStream(t *testing.T) {
+	tests := []struct {
+		name     string
+		watches  int // per stream and key
+		maxQueue int
+	}{
+		{"room for all", 20, 0},
+		{"room for some", 20, 3},
+		{"room for one", 5, 1},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			st := openStore(t, kv.Options{})
+			h := newHub(t, st, Options{RetryInterval: 5 * time.Millisecond})
+			const streams, writes = 3, 30
+			ss := make([]*Stream, streams)
+			got := make([]map[string][]int64, streams)
+			record := func(i int, rs []Response) {
+				for _, r := range rs {
+					for _, ev := range r.Events {
+						got[i][r.WatchID] = append(got[i][r.WatchID], ev.KV.ModRevision)
+					}
+				}
+			}
+			for i := range ss {
+				got[i] = map[string][]int64{}
+				ss[i] = newStream(t, h, StreamOptions{MaxQueueResponses: tt.maxQueue})
+			}
+			for j := range tt.watches {
+				// The watches of "a" are made stream after stream, so
+				// a write of "a" finds the watchers of a stream apart
+				// (queued one by one); those of the range from "b" one
+				// stream at a time (queued together).
+				for i, s := range ss {
+					watch(t, s, WatchRequest{ID: fmt.Sprint("a", j), Key: []byte("a")})
+					s.Release(s.Drain(nil))
+					if j == tt.watches-1 {
+						for k := range tt.watches {
+							watch(t, ss[i], WatchRequest{ID: fmt.Sprint("b", k), Key: []byte("b"), End: []byte("c")})
+							s.Release(s.Drain(nil))
+						}
+					}
+				}
+			}
+			var wantA, wantB []int64
+			for i := range writes {
+				if i%3 == 2 {
+					wantB = append(wantB, put(t, st, "b", fmt.Sprint(i)))
+				} else {
+					wantA = append(wantA, put(t, st, "a", fmt.Sprint(i)))
+				}
+				// Drain between writes: what did not fit waits aside.
+				for i, s := range ss {
+					buf := s.Drain(nil)
+					record(i, buf)
+					s.Release(buf)
+				}
+			}
+			last := max(wantA[len(wantA)-1], wantB[len(wantB)-1])
+			for i, s := range ss {
+				record(i, settle(t, s, nil, last))
+				for j := range tt.watches {
+					if diff := cmp.Diff(wantA, got[i][fmt.Sprint("a", j)]); diff != "" {
+						t.Fatalf("stream %d watch a%d (-want +got):\n%s", i, j, diff)
+					}
+					if diff := cmp.Diff(wantB, got[i][fmt.Sprint("b", j)]); diff != "" {
+						t.Fatalf("stream %d watch b%d (-want +got):\n%s", i, j, diff)
+					}
+				}
+			}
+		})
+	}
+}
+
+// TestBatchSignalsOnce checks that one write to many watches of a stream
+// signals the stream once.
+func TestBatchSignalsOnce(t *testing.T) {
+	st := openStore(t, kv.Options{})
+	h := newHub(t, st, Options{})
+	var calls atomic.Int64
+	s := newStream(t, h, StreamOptions{OnReady: func() { calls.Add(1) }})
+	for j := range 50 {
+		watch(t, s, WatchRequest{ID: fmt.Sprint(j), Key: []byte("a")})
+	}
+	s.Release(s.Drain(nil))
+	<-s.Ready()
+	before := calls.Load()
+	put(t, st, "a", "v")
+	if n := s.queued(); n != 50 {
+		t.Fatalf("%d responses queued, want 50", n)
+	}
+	if got := calls.Load() - before; got != 1 {
+		t.Fatalf("OnReady called %d times, want 1", got)
+	}
+	select {
+	case <-s.Ready():
+	default:
+		t.Fatal("Ready not signalled")
 	}
 }

@@ -354,11 +354,50 @@ func (s *Stream) push(r Response, force bool, now time.Duration) bool {
 		}
 		s.qBytes += r.size + responseOverhead
 		if len(s.q) == cap(s.q) {
-			s.grow()
+			s.grow(len(s.q) + 1)
 		}
 		s.q = append(s.q, r)
 	}
 	s.qmu.Unlock()
+	s.pushed(wasEmpty, now)
+	return true
+}
+
+// pushEvents queues event responses in order under one lock, as many
+// push(r, false, now) would one after the other, and returns how many it
+// queued: rs[:n], the rest being refused for lack of room (the hub is
+// then woken when the transport drains) or because the stream is closed.
+// Called with Hub.mu held.
+func (s *Stream) pushEvents(rs []Response, now time.Duration) (n int) {
+	s.qmu.Lock()
+	if s.qclosed {
+		s.qmu.Unlock()
+		return 0
+	}
+	wasEmpty := len(s.q) == 0
+	for n < len(rs) && s.roomLocked() {
+		s.qEvents++
+		s.qBytes += rs[n].size + responseOverhead
+		n++
+	}
+	if n < len(rs) {
+		s.kick.Store(true)
+	}
+	if n > 0 {
+		if len(s.q)+n > cap(s.q) {
+			s.grow(len(s.q) + n)
+		}
+		s.q = append(s.q, rs[:n]...)
+	}
+	s.qmu.Unlock()
+	if n > 0 {
+		s.pushed(wasEmpty, now)
+	}
+	return n
+}
+
+// pushed is push's work after queuing, out of qmu.
+func (s *Stream) pushed(wasEmpty bool, now time.Duration) {
 	if s.lastPush.Load() != int64(now) {
 		// One notify pushes many responses at the same now: store once.
 		s.lastPush.Store(int64(now))
@@ -368,26 +407,36 @@ func (s *Stream) push(r Response, force bool, now time.Duration) bool {
 		// everything.
 		s.signal()
 	}
-	return true
 }
 
-// grow gives the full queue a larger array, from the arrays the streams
-// share (queuepool.go): 2, 8, 32, 128 then 512 responses, and doubling
-// beyond. A write that concerns every watch of the stream queues one
-// response each, and after an idle period the queue has no array:
-// growing step by step alone would copy a dozen arrays for such a burst of
-// 10,000. Once the queue holds 64 responses or more, a burst is under
-// way, and the array grows straight to room for one response per watch,
-// up to the queue's bound on event data; a write that concerns a few
-// watches of a large stream allocates no more than before. The outgrown
-// array goes back to the shared ones. Called with Hub.mu and qmu held.
-func (s *Stream) grow() {
-	n := queueCap(cap(s.q))
-	if n == 0 {
-		n = 2 * cap(s.q)
+// grow gives the queue an array of room for need responses or more, from
+// the arrays the streams share (queuepool.go): 2, 8, 32, 128 then 512
+// responses, and doubling beyond (or need, if more). A write that concerns
+// every watch of the stream queues one response each, and after an idle
+// period the queue has no array: growing step by step alone would copy a
+// dozen arrays for such a burst of 10,000 (when its responses are pushed
+// one by one). Once the queue is to hold more than 64 responses, and no
+// more than one per watch, a burst is under way, and the array grows
+// straight to room for one response per watch and 16 more (the shared
+// array that holds that, if one does), up to the queue's bound on event
+// data; a write that concerns a few watches of a large stream allocates
+// no more than before. The outgrown array goes back to the shared ones. Called with
+// Hub.mu and qmu held.
+func (s *Stream) grow(need int) {
+	n := cap(s.q)
+	if need > 64 && need <= len(s.watchers) {
+		// A burst.
+		n = max(need, min(len(s.watchers)+16, s.opts.MaxQueueResponses+16))
+		if c := queueCap(n - 1); c > 0 {
+			n = c
+		}
 	}
-	if len(s.q) >= 64 && len(s.q) < len(s.watchers) {
-		n = max(n, min(len(s.watchers)+16, s.opts.MaxQueueResponses+16))
+	for n < need {
+		if c := queueCap(n); c > 0 {
+			n = c
+		} else {
+			n = max(2*n, need)
+		}
 	}
 	q := takeQueue(n)[:len(s.q)]
 	copy(q, s.q)

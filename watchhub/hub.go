@@ -397,34 +397,36 @@ func (h *Hub) takeEvents(w *watcher, flat []*Event) []*Event {
 	return evs
 }
 
-// maxBatch bounds the capacity of the batch array a hub keeps between
-// notifies.
-const maxBatch = 4096
+// maxBatch is the number of responses queued on a stream under one lock
+// of its queue, at most: it bounds the batch array a hub keeps.
+const maxBatch = 256
 
 // deliverLiveBatch is deliverLive for several watchers of one stream, in
-// order: their responses are queued under one lock of the stream's queue.
-// ws is overwritten.
+// order: their responses are queued maxBatch at a time under one lock of
+// the stream's queue. ws is overwritten.
 func (h *Hub) deliverLiveBatch(ws []*watcher, flat []*Event, now time.Duration) {
 	s := ws[0].s
-	rs := h.batch[:0]
-	live := ws[:0]
-	for _, w := range ws {
-		evs := h.takeEvents(w, flat)
-		if w.state == stateVictim {
-			h.addPending(w, evs)
-			continue
+	for len(ws) > 0 {
+		rs := h.batch[:0]
+		live := ws[:0]
+		i := 0
+		for ; i < len(ws) && len(rs) < maxBatch; i++ {
+			w := ws[i]
+			evs := h.takeEvents(w, flat)
+			if w.state == stateVictim {
+				h.addPending(w, evs)
+				continue
+			}
+			rs = append(rs, Response{Kind: KindEvents, WatchID: w.id, Revision: h.rev, Events: evs, PrevKV: w.prevKV, size: eventsSize(evs)})
+			live = append(live, w)
 		}
-		rs = append(rs, Response{Kind: KindEvents, WatchID: w.id, Revision: h.rev, Events: evs, PrevKV: w.prevKV, size: eventsSize(evs)})
-		live = append(live, w)
+		for k := s.pushEvents(rs, now); k < len(rs); k++ {
+			h.makeVictim(live[k], rs[k].Events)
+		}
+		clear(rs)
+		h.batch = rs[:0]
+		ws = ws[i:]
 	}
-	for k := s.pushEvents(rs, now); k < len(rs); k++ {
-		h.makeVictim(live[k], rs[k].Events)
-	}
-	clear(rs)
-	if cap(rs) > maxBatch {
-		rs = nil
-	}
-	h.batch = rs[:0]
 }
 
 // spillEvent adds e to w's events of this notify when they stop being one

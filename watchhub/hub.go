@@ -145,9 +145,6 @@ type Hub struct {
 	// has seen.
 	ahead   []*watcher
 	scratch []*watcher
-	// batch holds, during one notify, the responses queued on one stream
-	// under one lock of its queue.
-	batch []Response
 	// spill holds, during one notify, the events of watchers whose events
 	// are not one run of the notify's events.
 	spill map[*watcher][]*Event
@@ -397,35 +394,23 @@ func (h *Hub) takeEvents(w *watcher, flat []*Event) []*Event {
 	return evs
 }
 
-// maxBatch is the number of responses queued on a stream under one lock
-// of its queue, at most: it bounds the batch array a hub keeps.
-const maxBatch = 256
-
 // deliverLiveBatch is deliverLive for several watchers of one stream, in
-// order: their responses are queued maxBatch at a time under one lock of
-// the stream's queue. ws is overwritten.
+// order: their responses are queued under one lock of the stream's queue,
+// built in place. ws is overwritten.
 func (h *Hub) deliverLiveBatch(ws []*watcher, flat []*Event, now time.Duration) {
-	s := ws[0].s
-	for len(ws) > 0 {
-		rs := h.batch[:0]
-		live := ws[:0]
-		i := 0
-		for ; i < len(ws) && len(rs) < maxBatch; i++ {
-			w := ws[i]
-			evs := h.takeEvents(w, flat)
-			if w.state == stateVictim {
-				h.addPending(w, evs)
-				continue
-			}
-			rs = append(rs, Response{Kind: KindEvents, WatchID: w.id, Revision: h.rev, Events: evs, PrevKV: w.prevKV, size: eventsSize(evs)})
-			live = append(live, w)
+	live := ws[:0]
+	for _, w := range ws {
+		if w.state == stateVictim {
+			h.addPending(w, h.takeEvents(w, flat))
+			continue
 		}
-		for k := s.pushEvents(rs, now); k < len(rs); k++ {
-			h.makeVictim(live[k], rs[k].Events)
-		}
-		clear(rs)
-		h.batch = rs[:0]
-		ws = ws[i:]
+		live = append(live, w)
+	}
+	if len(live) == 0 {
+		return
+	}
+	for _, w := range live[live[0].s.pushLive(h, live, flat, now):] {
+		h.makeVictim(w, h.takeEvents(w, flat))
 	}
 }
 

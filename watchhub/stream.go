@@ -363,31 +363,34 @@ func (s *Stream) push(r Response, force bool, now time.Duration) bool {
 	return true
 }
 
-// pushEvents queues event responses in order under one lock, as many
-// push(r, false, now) would one after the other, and returns how many it
-// queued: rs[:n], the rest being refused for lack of room (the hub is
-// then woken when the transport drains) or because the stream is closed.
-// Called with Hub.mu held.
-func (s *Stream) pushEvents(rs []Response, now time.Duration) (n int) {
+// pushLive queues the events notify collected for ws, synced watchers
+// of s, in order, as push(r, false, now) of each watcher's response would
+// one after the other, but under one lock and built in place; it returns
+// how many watchers it served: ws[:n], the others being refused for lack
+// of room (the hub is then woken when the transport drains) or because
+// the stream is closed, their events still to be taken. Called with
+// Hub.mu held.
+func (s *Stream) pushLive(h *Hub, ws []*watcher, flat []*Event, now time.Duration) (n int) {
 	s.qmu.Lock()
 	if s.qclosed {
 		s.qmu.Unlock()
 		return 0
 	}
 	wasEmpty := len(s.q) == 0
-	for n < len(rs) && s.roomLocked() {
+	// The bound on responses lets in this many more at most.
+	if need := len(s.q) + min(len(ws), s.opts.MaxQueueResponses-s.qEvents); need > cap(s.q) {
+		s.grow(need)
+	}
+	for ; n < len(ws) && s.roomLocked(); n++ {
+		w := ws[n]
+		evs := h.takeEvents(w, flat)
+		r := Response{Kind: KindEvents, WatchID: w.id, Revision: h.rev, Events: evs, PrevKV: w.prevKV, size: eventsSize(evs)}
 		s.qEvents++
-		s.qBytes += rs[n].size + responseOverhead
-		n++
+		s.qBytes += r.size + responseOverhead
+		s.q = append(s.q, r)
 	}
-	if n < len(rs) {
+	if n < len(ws) {
 		s.kick.Store(true)
-	}
-	if n > 0 {
-		if len(s.q)+n > cap(s.q) {
-			s.grow(len(s.q) + n)
-		}
-		s.q = append(s.q, rs[:n]...)
 	}
 	s.qmu.Unlock()
 	if n > 0 {

@@ -394,9 +394,15 @@ func (h *Hub) takeEvents(w *watcher, flat []*Event) []*Event {
 	return evs
 }
 
+// liveBatch is the number of responses deliverLiveBatch queues under one
+// lock of a stream's queue, at most: between batches the transport may
+// drain, as it may between responses pushed one by one, so that a burst
+// to a stream of many watches finds the room a concurrent drain makes.
+const liveBatch = 32
+
 // deliverLiveBatch is deliverLive for several watchers of one stream, in
-// order: their responses are queued under one lock of the stream's queue,
-// built in place. ws is overwritten.
+// order: their responses are built in place in the stream's queue,
+// liveBatch at a time under one lock. ws is overwritten.
 func (h *Hub) deliverLiveBatch(ws []*watcher, flat []*Event, now time.Duration) {
 	live := ws[:0]
 	for _, w := range ws {
@@ -406,11 +412,12 @@ func (h *Hub) deliverLiveBatch(ws []*watcher, flat []*Event, now time.Duration) 
 		}
 		live = append(live, w)
 	}
-	if len(live) == 0 {
-		return
-	}
-	for _, w := range live[live[0].s.pushLive(h, live, flat, now):] {
-		h.makeVictim(w, h.takeEvents(w, flat))
+	for len(live) > 0 {
+		b := live[:min(len(live), liveBatch)]
+		for _, w := range b[live[0].s.pushLive(h, b, flat, now):] {
+			h.makeVictim(w, h.takeEvents(w, flat))
+		}
+		live = live[len(b):]
 	}
 }
 

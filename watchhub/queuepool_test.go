@@ -46,8 +46,9 @@ func TestQueueGrowth(t *testing.T) {
 		want    int
 	}{
 		{1, 2}, {2, 2}, {3, 8}, {8, 8}, {9, 32}, {33, 128}, {64, 128},
-		// Over 64, one response per watch and 16 more.
-		{65, 128}, {112, 128}, {113, 512},
+		{128, 128},
+		// Past 128 (the responses are queued 32 at a time), one response
+		// per watch and 16 more: the class that holds that, if one does.
 		{129, 512}, {496, 512},
 		// A burst beyond the classes: straight to one response per watch,
 		// and room.
@@ -367,11 +368,12 @@ func TestBatchSignalsOnce(t *testing.T) {
 	h := newHub(t, st, Options{})
 	var calls atomic.Int64
 	s := newStream(t, h, StreamOptions{OnReady: func() { calls.Add(1) }})
+	ready := s.Ready()
 	for j := range 50 {
 		watch(t, s, WatchRequest{ID: fmt.Sprint(j), Key: []byte("a")})
 	}
 	s.Release(s.Drain(nil))
-	<-s.Ready()
+	<-ready
 	before := calls.Load()
 	put(t, st, "a", "v")
 	if n := s.queued(); n != 50 {
@@ -381,8 +383,99 @@ func TestBatchSignalsOnce(t *testing.T) {
 		t.Fatalf("OnReady called %d times, want 1", got)
 	}
 	select {
-	case <-s.Ready():
+	case <-ready:
 	default:
 		t.Fatal("Ready not signalled")
+	}
+}
+
+// TestReadyMadeLate checks Ready's channel, made by the first call to
+// Ready: signalled when it is made if responses wait or the stream is
+// closed, not otherwise, and by later responses.
+func TestReadyMadeLate(t *testing.T) {
+	tests := []struct {
+		name   string
+		before func(t *testing.T, h *Hub, st *kv.Store, s *Stream)
+		want   bool
+	}{
+		{"empty", func(*testing.T, *Hub, *kv.Store, *Stream) {}, false},
+		{"drained", func(t *testing.T, _ *Hub, st *kv.Store, s *Stream) {
+			put(t, st, "hot", "v")
+			s.Release(s.Drain(nil))
+		}, false},
+		{"responses queued", func(t *testing.T, _ *Hub, st *kv.Store, s *Stream) { put(t, st, "hot", "v") }, true},
+		{"hub closed", func(_ *testing.T, h *Hub, _ *kv.Store, _ *Stream) { h.Close() }, true},
+		{"stream closed", func(_ *testing.T, _ *Hub, _ *kv.Store, s *Stream) { s.Close() }, true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			st := openStore(t, kv.Options{})
+			h := newHub(t, st, Options{})
+			s := hotStream(t, h, 1)
+			tt.before(t, h, st, s)
+			ready := s.Ready()
+			select {
+			case <-ready:
+				if !tt.want {
+					t.Fatal("Ready signalled")
+				}
+			default:
+				if tt.want {
+					t.Fatal("Ready not signalled")
+				}
+			}
+			if s.Ready() != ready {
+				t.Fatal("Ready returned another channel")
+			}
+			if tt.want {
+				return
+			}
+			put(t, st, "hot", "w")
+			select {
+			case <-ready:
+			default:
+				t.Fatal("Ready not signalled by a response")
+			}
+		})
+	}
+}
+
+// TestReadyRace makes Ready's channel while writes are queued, many times:
+// a transport that waits on it and drains until empty gets every event.
+func TestReadyRace(t *testing.T) {
+	st := openStore(t, kv.Options{})
+	h := newHub(t, st, Options{})
+	for round := range 20 {
+		s := hotStream(t, h, 1)
+		const n = 20
+		var wg sync.WaitGroup
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range n {
+				put(t, st, "hot", fmt.Sprint(i))
+			}
+		}()
+		got := 0
+		timeout := time.After(10 * time.Second)
+		for got < n {
+			select {
+			case <-s.Ready():
+			case <-timeout:
+				t.Fatalf("round %d: %d of %d events", round, got, n)
+			}
+			for {
+				buf := s.Drain(nil)
+				if len(buf) == 0 {
+					break
+				}
+				for _, r := range buf {
+					got += len(r.Events)
+				}
+				s.Release(buf)
+			}
+		}
+		wg.Wait()
+		s.Close()
 	}
 }

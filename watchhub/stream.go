@@ -87,7 +87,9 @@ type Stream struct {
 	qEvents int // event responses in q
 	qclosed bool
 
-	ready chan struct{}
+	// ready is Ready's channel, made by the first call to Ready: a
+	// transport woken by OnReady never needs it.
+	ready atomic.Pointer[chan struct{}]
 }
 
 // byIDThreshold is the number of watches from which a stream indexes them
@@ -141,7 +143,6 @@ func (h *Hub) NewStream(opts StreamOptions) (*Stream, error) {
 		h:       h,
 		opts:    opts,
 		heapIdx: -1,
-		ready:   make(chan struct{}, 1),
 	}
 	h.mu.Lock()
 	defer h.mu.Unlock()
@@ -207,7 +208,40 @@ func (s *Stream) RequestWatchProgress(id string) error {
 // Ready is signalled when responses are queued. It has a buffer of one: a
 // transport that wakes on it must Drain until Drain returns nothing before
 // waiting again.
-func (s *Stream) Ready() <-chan struct{} { return s.ready }
+func (s *Stream) Ready() <-chan struct{} {
+	if c := s.ready.Load(); c != nil {
+		return *c
+	}
+	return s.makeReady()
+}
+
+// makeReady makes Ready's channel, signalled if the queue holds responses
+// or is closed (the signals it missed).
+func (s *Stream) makeReady() chan struct{} {
+	s.qmu.Lock()
+	defer s.qmu.Unlock()
+	if c := s.ready.Load(); c != nil {
+		return *c
+	}
+	c := make(chan struct{}, 1)
+	if len(s.q) > 0 || s.qclosed {
+		c <- struct{}{}
+	}
+	s.ready.Store(&c)
+	return c
+}
+
+// wake signals Ready's channel, if it has been made. Called after the
+// change it signals, out of qmu: a channel made before the change is
+// signalled here, one made after it by makeReady.
+func (s *Stream) wake() {
+	if c := s.ready.Load(); c != nil {
+		select {
+		case *c <- struct{}{}:
+		default:
+		}
+	}
+}
 
 // Done is closed when the hub is closed, which closes every stream;
 // responses queued before can still be drained. (A stream closed by its own
@@ -290,7 +324,7 @@ func (s *Stream) Recv(ctx context.Context, buf []Response) ([]Response, error) {
 			return buf, ErrStreamClosed
 		}
 		select {
-		case <-s.ready:
+		case <-s.Ready():
 		case <-s.h.donec:
 			if buf = s.Drain(buf); len(buf) > n {
 				return buf, nil
@@ -471,10 +505,7 @@ func (s *Stream) closeQueue(drop bool) {
 	s.qmu.Unlock()
 	if drop {
 		// The stream's own Close: nobody is left to drain.
-		select {
-		case s.ready <- struct{}{}:
-		default:
-		}
+		s.wake()
 		return
 	}
 	s.signal()
@@ -482,10 +513,7 @@ func (s *Stream) closeQueue(drop bool) {
 
 // signal wakes the transport: Ready, and OnReady when set.
 func (s *Stream) signal() {
-	select {
-	case s.ready <- struct{}{}:
-	default:
-	}
+	s.wake()
 	if s.opts.OnReady != nil {
 		s.opts.OnReady()
 	}

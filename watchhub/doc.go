@@ -89,8 +89,16 @@
 //     prev_kv (BenchmarkCatchUp): 1.85M events/s, against 2.65M/s for the
 //     store's history read alone.
 //   - An idle watcher (BenchmarkIdleWatcherMemory, heap measured with
-//     runtime.MemStats): 294 bytes in the hub with 100 watches a stream,
-//     580 with a stream of its own.
+//     runtime.MemStats): 277 bytes in the hub with 100 watches a stream,
+//     451 with a stream of its own (no queue array, no Ready channel
+//     until Ready is called).
+//   - Queue arrays (BenchmarkStreamDeliver): one write to 1,000
+//     single-watch streams costs the hub 60 ns of CPU a delivery and 5
+//     allocations a write, whether each transport drains into its
+//     previous array or releases every array (Release) and so holds none
+//     while idle. One write to every watch of a stream of 1,000 or 10,000
+//     watches (BenchmarkStreamBurst, steady): 22-27 ns a delivery, the
+//     responses queued 32 under one lock.
 //
 // # Locks
 //

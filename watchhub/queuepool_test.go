@@ -47,12 +47,10 @@ func TestQueueGrowth(t *testing.T) {
 	}{
 		{1, 2}, {2, 2}, {3, 8}, {8, 8}, {9, 32}, {33, 128}, {64, 128},
 		{128, 128},
-		// Past 128 (the responses are queued 32 at a time), one response
-		// per watch and 16 more: the class that holds that, if one does.
-		{129, 512}, {496, 512},
-		// A burst beyond the classes: straight to one response per watch,
-		// and room.
-		{497, 497 + 16},
+		// Past 64, room for one response per watch: the class that holds
+		// that, or that and 16 more beyond the classes.
+		{129, 512}, {512, 512},
+		{513, 513 + 16},
 		{1000, 1000 + 16},
 	}
 	for _, tt := range tests {

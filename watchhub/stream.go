@@ -454,18 +454,20 @@ func (s *Stream) pushed(wasEmpty bool, now time.Duration) {
 // dozen arrays for such a burst of 10,000 (when its responses are pushed
 // one by one). Once the queue is to hold more than 64 responses, and no
 // more than one per watch, a burst is under way, and the array grows
-// straight to room for one response per watch and 16 more (the shared
-// array that holds that, if one does), up to the queue's bound on event
+// straight to room for one response per watch (the shared array that
+// holds that, or that and 16 more), up to the queue's bound on event
 // data; a write that concerns a few watches of a large stream allocates
-// no more than before. The outgrown array goes back to the shared ones. Called with
-// Hub.mu and qmu held.
+// no more than before. The outgrown array goes back to the shared ones.
+// Called with Hub.mu and qmu held.
 func (s *Stream) grow(need int) {
 	n := cap(s.q)
 	if need > 64 && need <= len(s.watchers) {
 		// A burst.
-		n = max(need, min(len(s.watchers)+16, s.opts.MaxQueueResponses+16))
+		n = max(need, min(len(s.watchers), s.opts.MaxQueueResponses))
 		if c := queueCap(n - 1); c > 0 {
 			n = c
+		} else {
+			n += 16
 		}
 	}
 	for n < need {

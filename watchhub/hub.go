@@ -360,20 +360,65 @@ func (h *Hub) notifyLocked(batches []kv.Batch) {
 	}
 	if len(touched) > 0 {
 		now := h.clock()
-		for _, w := range touched {
-			var evs []*Event
-			if w.bufEnd > 0 {
-				evs = flat[w.bufStart:w.bufEnd:w.bufEnd]
-			} else {
-				evs = h.spill[w]
-				delete(h.spill, w)
+		for i := 0; i < len(touched); {
+			// Watchers of one stream that follow one another in touched
+			// (the watches a socket made of one key) are queued together.
+			j := i + 1
+			for j < len(touched) && touched[j].s == touched[i].s {
+				j++
 			}
-			w.bufEnd = 0
-			h.deliverLive(w, evs, now)
+			if j == i+1 {
+				w := touched[i]
+				h.deliverLive(w, h.takeEvents(w, flat), now)
+			} else {
+				h.deliverLiveBatch(touched[i:j], flat, now)
+			}
+			i = j
 		}
 		clear(touched)
 	}
 	h.touched = touched[:0]
+}
+
+// takeEvents returns the events notify collected for w and resets its
+// collection.
+func (h *Hub) takeEvents(w *watcher, flat []*Event) []*Event {
+	var evs []*Event
+	if w.bufEnd > 0 {
+		evs = flat[w.bufStart:w.bufEnd:w.bufEnd]
+	} else {
+		evs = h.spill[w]
+		delete(h.spill, w)
+	}
+	w.bufEnd = 0
+	return evs
+}
+
+// liveBatch is the number of responses deliverLiveBatch queues under one
+// lock of a stream's queue, at most: between batches the transport may
+// drain, as it may between responses pushed one by one, so that a burst
+// to a stream of many watches finds the room a concurrent drain makes.
+const liveBatch = 32
+
+// deliverLiveBatch is deliverLive for several watchers of one stream, in
+// order: their responses are built in place in the stream's queue,
+// liveBatch at a time under one lock. ws is overwritten.
+func (h *Hub) deliverLiveBatch(ws []*watcher, flat []*Event, now time.Duration) {
+	live := ws[:0]
+	for _, w := range ws {
+		if w.state == stateVictim {
+			h.addPending(w, h.takeEvents(w, flat))
+			continue
+		}
+		live = append(live, w)
+	}
+	for len(live) > 0 {
+		b := live[:min(len(live), liveBatch)]
+		for _, w := range b[live[0].s.pushLive(h, b, flat, now):] {
+			h.makeVictim(w, h.takeEvents(w, flat))
+		}
+		live = live[len(b):]
+	}
 }
 
 // spillEvent adds e to w's events of this notify when they stop being one
@@ -398,6 +443,12 @@ func (h *Hub) deliverLive(w *watcher, evs []*Event, now time.Duration) {
 	if w.s.push(r, false, now) {
 		return
 	}
+	h.makeVictim(w, evs)
+}
+
+// makeVictim makes w, whose events evs its stream's queue refused, a
+// victim that keeps them aside.
+func (h *Hub) makeVictim(w *watcher, evs []*Event) {
 	w.state = stateVictim
 	w.victim = &victimBuf{from: evs[0].KV.ModRevision}
 	h.victims[w] = struct{}{}

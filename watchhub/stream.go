@@ -87,7 +87,9 @@ type Stream struct {
 	qEvents int // event responses in q
 	qclosed bool
 
-	ready chan struct{}
+	// ready is Ready's channel, made by the first call to Ready: a
+	// transport woken by OnReady never needs it.
+	ready atomic.Pointer[chan struct{}]
 }
 
 // byIDThreshold is the number of watches from which a stream indexes them
@@ -141,7 +143,6 @@ func (h *Hub) NewStream(opts StreamOptions) (*Stream, error) {
 		h:       h,
 		opts:    opts,
 		heapIdx: -1,
-		ready:   make(chan struct{}, 1),
 	}
 	h.mu.Lock()
 	defer h.mu.Unlock()
@@ -207,7 +208,40 @@ func (s *Stream) RequestWatchProgress(id string) error {
 // Ready is signalled when responses are queued. It has a buffer of one: a
 // transport that wakes on it must Drain until Drain returns nothing before
 // waiting again.
-func (s *Stream) Ready() <-chan struct{} { return s.ready }
+func (s *Stream) Ready() <-chan struct{} {
+	if c := s.ready.Load(); c != nil {
+		return *c
+	}
+	return s.makeReady()
+}
+
+// makeReady makes Ready's channel, signalled if the queue holds responses
+// or is closed (the signals it missed).
+func (s *Stream) makeReady() chan struct{} {
+	s.qmu.Lock()
+	defer s.qmu.Unlock()
+	if c := s.ready.Load(); c != nil {
+		return *c
+	}
+	c := make(chan struct{}, 1)
+	if len(s.q) > 0 || s.qclosed {
+		c <- struct{}{}
+	}
+	s.ready.Store(&c)
+	return c
+}
+
+// wake signals Ready's channel, if it has been made. Called after the
+// change it signals, out of qmu: a channel made before the change is
+// signalled here, one made after it by makeReady.
+func (s *Stream) wake() {
+	if c := s.ready.Load(); c != nil {
+		select {
+		case *c <- struct{}{}:
+		default:
+		}
+	}
+}
 
 // Done is closed when the hub is closed, which closes every stream;
 // responses queued before can still be drained. (A stream closed by its own
@@ -217,30 +251,64 @@ func (s *Stream) Done() <-chan struct{} { return s.h.donec }
 // Drain appends every queued response to buf, in order, and removes them
 // from the queue. It never blocks. Only one goroutine may drain a stream.
 //
-// Given an empty buf, Drain swaps arrays with it rather than copying: the
-// caller gets the queue's array and the queue keeps buf's for the next
-// responses, so a transport that drains into buf[:0] again and again
-// allocates nothing and an idle stream holds no more than the array its
-// transport handed back. The caller clears the responses it used (clear
-// before reslicing to buf[:0]) so that the array it hands back holds no
-// events; Drain does not clear it again, which would cost a pass over the
-// whole array on every drain of a burst.
+// Given an empty buf, Drain hands over the queue's array rather than
+// copying: the caller gets the queue's array and gives up buf's, which
+// goes back to the arrays shared by all streams (or, for an array of a
+// capacity that is not shared, stays with the queue for the next
+// responses). Either way a transport that drains into buf[:0] again and
+// again allocates nothing in a steady flow, and the queue keeps no array
+// of its own once drained: an idle stream holds at most the array its
+// transport kept, none if the transport gave it back with Release. The
+// caller clears the responses it used (clear before reslicing to buf[:0],
+// or Release) so that the array it gives up holds no events; Drain does
+// not clear it again, which would cost a pass over the whole array on
+// every drain of a burst. Nothing may use buf's array after the call.
+//
+// Given a non-empty buf, Drain appends to it (growing it as append does).
 func (s *Stream) Drain(buf []Response) []Response {
+	var give []Response
 	s.qmu.Lock()
 	if len(buf) == 0 {
-		buf, s.q = s.q, buf[:0]
+		give, buf, s.q = buf, s.q, nil
+		if !queueClass(cap(give)) {
+			// Not a shared capacity: the queue keeps it, as it always did.
+			s.q, give = give[:0], nil
+		}
 	} else {
 		buf = append(buf, s.q...)
 		clear(s.q)
-		s.q = s.q[:0]
+		if queueClass(cap(s.q)) {
+			give, s.q = s.q, nil
+		} else {
+			s.q = s.q[:0]
+		}
 	}
 	s.qBytes = 0
 	s.qEvents = 0
 	s.qmu.Unlock()
+	if give != nil {
+		giveQueue(give)
+	}
 	if s.kick.Load() && s.kick.Swap(false) {
 		s.h.kickLoops()
 	}
 	return buf
+}
+
+// Release gives back the array of buf, a slice returned by Drain, once the
+// caller is done with its responses: Release clears them and, when the
+// array's capacity is one the streams share, makes the array available to
+// the next response queued on any stream. A transport that releases what
+// it drained holds no array while its stream is idle. Nothing may use
+// buf's array after the call; the next Drain is then given an empty buf
+// (nil). Release(nil) does nothing. It does not touch the stream's queue
+// and may be called from any goroutine.
+func (s *Stream) Release(buf []Response) {
+	if cap(buf) == 0 {
+		return
+	}
+	clear(buf)
+	giveQueue(buf)
 }
 
 // Recv waits until responses are queued, then drains them into buf. It
@@ -256,7 +324,7 @@ func (s *Stream) Recv(ctx context.Context, buf []Response) ([]Response, error) {
 			return buf, ErrStreamClosed
 		}
 		select {
-		case <-s.ready:
+		case <-s.Ready():
 		case <-s.h.donec:
 			if buf = s.Drain(buf); len(buf) > n {
 				return buf, nil
@@ -320,11 +388,53 @@ func (s *Stream) push(r Response, force bool, now time.Duration) bool {
 		}
 		s.qBytes += r.size + responseOverhead
 		if len(s.q) == cap(s.q) {
-			s.grow()
+			s.grow(len(s.q) + 1)
 		}
 		s.q = append(s.q, r)
 	}
 	s.qmu.Unlock()
+	s.pushed(wasEmpty, now)
+	return true
+}
+
+// pushLive queues the events notify collected for ws, synced watchers
+// of s, in order, as push(r, false, now) of each watcher's response would
+// one after the other, but under one lock and built in place; it returns
+// how many watchers it served: ws[:n], the others being refused for lack
+// of room (the hub is then woken when the transport drains) or because
+// the stream is closed, their events still to be taken. Called with
+// Hub.mu held.
+func (s *Stream) pushLive(h *Hub, ws []*watcher, flat []*Event, now time.Duration) (n int) {
+	s.qmu.Lock()
+	if s.qclosed {
+		s.qmu.Unlock()
+		return 0
+	}
+	wasEmpty := len(s.q) == 0
+	// The bound on responses lets in this many more at most.
+	if need := len(s.q) + min(len(ws), s.opts.MaxQueueResponses-s.qEvents); need > cap(s.q) {
+		s.grow(need)
+	}
+	for ; n < len(ws) && s.roomLocked(); n++ {
+		w := ws[n]
+		evs := h.takeEvents(w, flat)
+		r := Response{Kind: KindEvents, WatchID: w.id, Revision: h.rev, Events: evs, PrevKV: w.prevKV, size: eventsSize(evs)}
+		s.qEvents++
+		s.qBytes += r.size + responseOverhead
+		s.q = append(s.q, r)
+	}
+	if n < len(ws) {
+		s.kick.Store(true)
+	}
+	s.qmu.Unlock()
+	if n > 0 {
+		s.pushed(wasEmpty, now)
+	}
+	return n
+}
+
+// pushed is push's work after queuing, out of qmu.
+func (s *Stream) pushed(wasEmpty bool, now time.Duration) {
 	if s.lastPush.Load() != int64(now) {
 		// One notify pushes many responses at the same now: store once.
 		s.lastPush.Store(int64(now))
@@ -334,24 +444,45 @@ func (s *Stream) push(r Response, force bool, now time.Duration) bool {
 		// everything.
 		s.signal()
 	}
-	return true
 }
 
-// grow gives the full queue a larger array. A write that concerns every
-// watch of the stream queues one response each, and after an idle period
-// the transport hands back no array (see Drain): growing by doubling alone
-// would allocate and copy a dozen arrays for such a burst of 10,000. Once
-// the queue holds 64 responses, a burst is under way, and the array grows
-// straight to room for one response per watch, up to the queue's bound on
-// event data; a write that concerns a few watches of a large stream
-// allocates no more than before. Called with Hub.mu and qmu held.
-func (s *Stream) grow() {
-	n := max(2*cap(s.q), 16)
-	if len(s.q) >= 64 && len(s.q) < len(s.watchers) {
-		n = max(n, min(len(s.watchers)+16, s.opts.MaxQueueResponses+16))
+// grow gives the queue an array of room for need responses or more, from
+// the arrays the streams share (queuepool.go): 2, 8, 32, 128 then 512
+// responses, and doubling beyond (or need, if more). A write that concerns
+// every watch of the stream queues one response each, and after an idle
+// period the queue has no array: growing step by step alone would copy a
+// dozen arrays for such a burst of 10,000 (when its responses are pushed
+// one by one). Once the queue is to hold more than 64 responses, and no
+// more than one per watch, a burst is under way, and the array grows
+// straight to room for one response per watch (the shared array that
+// holds that, or that and 16 more), up to the queue's bound on event
+// data; a write that concerns a few watches of a large stream allocates
+// no more than before. The outgrown array goes back to the shared ones.
+// Called with Hub.mu and qmu held.
+func (s *Stream) grow(need int) {
+	n := cap(s.q)
+	if need > 64 && need <= len(s.watchers) {
+		// A burst.
+		n = max(need, min(len(s.watchers), s.opts.MaxQueueResponses))
+		if c := queueCap(n - 1); c > 0 {
+			n = c
+		} else {
+			n += 16
+		}
 	}
-	q := make([]Response, len(s.q), n)
+	for n < need {
+		if c := queueCap(n); c > 0 {
+			n = c
+		} else {
+			n = max(2*n, need)
+		}
+	}
+	q := takeQueue(n)[:len(s.q)]
 	copy(q, s.q)
+	if cap(s.q) > 0 {
+		clear(s.q)
+		giveQueue(s.q)
+	}
 	s.q = q
 }
 
@@ -368,6 +499,7 @@ func (s *Stream) closeQueue(drop bool) {
 	s.qmu.Lock()
 	if drop {
 		clear(s.q)
+		giveQueue(s.q)
 		s.q = nil
 		s.qBytes, s.qEvents = 0, 0
 	}
@@ -375,10 +507,7 @@ func (s *Stream) closeQueue(drop bool) {
 	s.qmu.Unlock()
 	if drop {
 		// The stream's own Close: nobody is left to drain.
-		select {
-		case s.ready <- struct{}{}:
-		default:
-		}
+		s.wake()
 		return
 	}
 	s.signal()
@@ -386,10 +515,7 @@ func (s *Stream) closeQueue(drop bool) {
 
 // signal wakes the transport: Ready, and OnReady when set.
 func (s *Stream) signal() {
-	select {
-	case s.ready <- struct{}{}:
-	default:
-	}
+	s.wake()
 	if s.opts.OnReady != nil {
 		s.opts.OnReady()
 	}

@@ -33,8 +33,6 @@ type conn struct {
 	st      *watchhub.Stream
 	feed
 
-	resps []watchhub.Response
-
 	// lastWrite is when the last flush began (monotonic nanoseconds),
 	// for heartbeats.
 	lastWrite int64
@@ -143,12 +141,12 @@ func (c *conn) wait() bool {
 			return true
 		}
 	}
-	c.resps = c.st.Drain(c.resps[:0])
-	if len(c.resps) > 0 {
+	resps := c.st.Drain(nil)
+	if len(resps) > 0 {
 		c.takeBuf()
 	}
-	end := c.encode(c.resps)
-	clear(c.resps) // drop the events for the garbage collector
+	end := c.encode(resps)
+	c.st.Release(resps) // drops the events; an idle stream holds no array
 	return c.flush(false) && !end && !last
 }
 

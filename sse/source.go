@@ -20,8 +20,7 @@ import (
 // onReady, the heartbeat scan and Shutdown only touch the atomics.
 type source struct {
 	feed
-	st    *watchhub.Stream
-	resps []watchhub.Response
+	st *watchhub.Stream
 	// off is how much of enc's buffer Fill has handed out.
 	off int
 	// end: the body ends once enc's buffer is handed out.
@@ -108,15 +107,12 @@ func (s *source) refill() bool {
 		last = true
 	default:
 	}
-	s.resps = s.st.Drain(s.resps[:0])
-	if len(s.resps) > 0 {
+	resps := s.st.Drain(nil)
+	if len(resps) > 0 {
 		s.takeBuf()
-		s.end = s.encode(s.resps)
-		clear(s.resps)
-		if cap(s.resps) > 64 {
-			s.resps = nil // an idle stream holds no burst's array
-		}
+		s.end = s.encode(resps)
 	}
+	s.st.Release(resps) // an idle stream holds no array
 	if last {
 		s.end = true
 	}
@@ -145,7 +141,6 @@ func (s *source) Close() {
 	s.st.Close()
 	s.releaseBuf(false)
 	s.off = 0
-	s.resps = nil
 	s.h.active.Add(-1)
 	if s.onEnd != nil {
 		s.onEnd(s.written)

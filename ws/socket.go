@@ -300,8 +300,9 @@ func (s *socket) writeLoop() (websocket.StatusCode, string, error) {
 	}
 }
 
-// Bounds of what an idle socket keeps: a response array of up to
-// keepResponses, a larger one until it has been idle for shrinkAfter.
+// Bounds of what an idle socket keeps: no response array (one of up to
+// keepResponses goes back to the streams' shared arrays after each
+// batch), a larger one until it has been idle for shrinkAfter.
 const (
 	keepResponses = 256
 	shrinkAfter   = time.Second
@@ -321,9 +322,13 @@ func (s *socket) writeBatch(shrink bool) error {
 	}
 	s.cork.cork()
 	err := s.writeResponses()
-	clear(s.resps) // release the events
-	if shrink {
+	if shrink || cap(s.resps) <= keepResponses {
+		// Released (events cleared, the array back to the streams'
+		// shared ones): an idle socket holds no array.
+		s.stream.Release(s.resps)
 		s.resps = nil
+	} else {
+		clear(s.resps) // a burst's array, kept while the socket is busy
 	}
 	if err2 := s.cork.uncork(); err == nil {
 		err = err2

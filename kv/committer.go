@@ -2,9 +2,10 @@ package kv
 
 import (
 	"fmt"
-	"slices"
 	"sync"
 	"time"
+
+	bolt "go.etcd.io/bbolt"
 )
 
 // request is one write transaction waiting for the committer. Requests are
@@ -49,7 +50,7 @@ func (s *Store) write(r *request) (TxnResponse, error) {
 }
 
 // runCommitter is the committer goroutine: it takes groups of queued
-// requests and commits each group with one log record.
+// requests and commits each group in one bbolt transaction.
 func (s *Store) runCommitter() {
 	defer s.wg.Done()
 	var reqs []*request
@@ -117,17 +118,17 @@ type span struct {
 }
 
 // group is the committer's working state for one group commit. Its
-// scratch slices are reused from group to group; everything a caller, a
-// subscriber or the overlay may keep (events, keys, values, results) comes
-// from ev and the slabs, which are never reused.
+// scratch slices are reused from group to group; everything a caller or a
+// subscriber may keep (events, keys, values, results) comes from ev and
+// the slabs, which are never reused.
 type group struct {
-	v    view      // the keyspace the group reads and writes
-	mem  *memtable // receives the group's versions
-	keys int64     // live keys
+	tx            *bolt.Tx
+	kv, hist, idx *bolt.Bucket
+	kvc           *bolt.Cursor // on kv, made by current; nil between groups
+	keys          int64        // live keys
 
-	rec     []byte // the group's log record; reused
-	scratch []byte // one event's encoding; reused
-	ev      arena  // keys and values of events and results
+	enc     arena // encoded records for bbolt; reused after each commit
+	ev      arena // keys and values of events and results
 	kvs     slab[KeyValue]
 	results slab[OpResult]
 	ranges  slab[RangeResult]
@@ -137,93 +138,34 @@ type group struct {
 	spans   []span  // one per revision; scratch
 	batches []Batch // handed to subscribers; scratch
 	prevs   []KeyValue
-	touched []touched // versions lists changed by this group, in order
 }
 
-// touched is a key whose versions list a group replaced, with the list
-// before.
-type touched struct {
-	n   *skipNode
-	old *verList
-}
-
-// addVersion appends e to key's versions in the group's memtable. key must
-// never be modified.
-func (g *group) addVersion(key []byte, e Event) {
-	n := g.mem.keys.insert(key)
-	old := n.vers.Load()
-	g.touched = append(g.touched, touched{n, old})
-	var evs []Event
-	if old != nil {
-		evs = old.evs
-	}
-	n.vers.Store(&verList{evs: append(evs, e)})
-}
-
-// rollback removes the group's versions from the memtable. The lists put
-// back have no spare capacity, so that the next append does not write
-// where a reader of a removed version may look.
-func (g *group) rollback() {
-	for i := len(g.touched) - 1; i >= 0; i-- {
-		t := g.touched[i]
-		if t.old == nil {
-			t.n.vers.Store(nil)
-			continue
-		}
-		t.n.vers.Store(&verList{evs: slices.Clip(t.old.evs)})
-	}
-	clear(g.touched)
-	g.touched = g.touched[:0]
-}
-
-// commitGroup applies reqs on the overlay, appends the group's record to
-// the log and waits for its fdatasync, publishes the new revisions to the
-// subscribers and acknowledges every request. Nothing is published or
-// acknowledged before the record is durable. A failure fails every
-// request of the group and leaves the revision where it was.
+// commitGroup applies reqs in one bbolt transaction, commits it, publishes
+// the new revisions to the subscribers and acknowledges every request. A
+// failure to commit fails every request of the group and leaves the
+// revision where it was.
 func (s *Store) commitGroup(reqs []*request) {
-	if err := s.makeRoom(); err != nil {
-		s.fail(reqs, fmt.Errorf("kv: commit: %w", err))
-		return
-	}
-	// Held until the group is published: a checkpoint takes the memtable
-	// between groups only, so it holds published revisions only.
-	s.rotMu.Lock()
-	locked := true
-	unlock := func() {
-		if locked {
-			locked = false
-			s.rotMu.Unlock()
-		}
-	}
-	defer unlock()
 	g := &s.g
+	g.enc.reset()
 	g.events = g.events[:0]
 	g.spans = g.spans[:0]
-	g.touched = g.touched[:0]
 
-	ov := s.ov.Load()
-	tx, err := s.db.Begin(false)
+	tx, err := s.db.Begin(true)
 	if err != nil {
 		s.fail(reqs, fmt.Errorf("kv: commit: %w", mapErr(err)))
 		return
 	}
-	base := s.rev.Load()
-	g.v, err = newView(tx, ov, base)
-	if err != nil {
-		_ = tx.Rollback()
-		s.fail(reqs, fmt.Errorf("kv: commit: %w", err))
-		return
-	}
-	g.mem = ov.mem
+	g.tx = tx
+	g.kv, g.hist, g.idx = tx.Bucket(bucketKV), tx.Bucket(bucketHistory), tx.Bucket(bucketIndex)
+	g.kvc = nil
+	g.hist.FillPercent = 1 // appended in revision order
 	g.keys = s.keys
+	base := s.rev.Load()
 	cur := base
 	for _, r := range reqs {
 		wrote, err := g.apply(r, cur+1)
 		if err != nil {
 			_ = tx.Rollback()
-			g.v = view{}
-			g.rollback()
 			s.log.Error().Err(err).Msg("group commit failed")
 			s.fail(reqs, fmt.Errorf("kv: commit: %w", err))
 			return
@@ -238,60 +180,42 @@ func (s *Store) commitGroup(reqs []*request) {
 			}
 		}
 	}
-	// Every key and value kept was copied out of the view.
-	_ = tx.Rollback()
-	g.v = view{}
 	if cur == base {
-		// Nothing written: the reads saw only published state.
-		unlock()
+		// Nothing written: the reads saw only committed state.
+		_ = tx.Rollback()
 		s.ack(reqs)
 		return
 	}
 	now := s.commitTime()
-	g.rec, g.scratch, err = appendWALRecord(g.rec[:0], g.scratch, base+1, now, g.keys, g.events, g.spans)
-	if err == nil {
-		err = s.wal.append(g.rec, base+1)
-	}
-	if cap(g.rec) > 4<<20 {
-		g.rec = nil
-	}
-	if err != nil {
-		g.rollback()
+	if err := g.finish(base+1, cur, now); err != nil {
+		_ = tx.Rollback()
 		s.log.Error().Err(err).Msg("group commit failed")
 		s.fail(reqs, fmt.Errorf("kv: commit: %w", err))
 		return
 	}
-	s.walRev.Store(cur)
-	s.hook("wal-synced")
+	if err := tx.Commit(); err != nil {
+		s.log.Error().Err(err).Msg("group commit failed")
+		s.fail(reqs, fmt.Errorf("kv: commit: %w", err))
+		return
+	}
 	s.keys = g.keys
 	s.lastTime = now
 
 	g.batches = g.batches[:0]
-	var size int64
 	for _, sp := range g.spans {
 		evs := g.evSlab.take(sp.end - sp.start)
 		copy(evs, g.events[sp.start:sp.end])
-		for i := range evs {
-			size += eventSize(&evs[i])
-		}
 		g.batches = append(g.batches, Batch{Revision: sp.rev, Events: evs})
 	}
-	g.mem.addGroup(g.batches, memGroup{first: base + 1, last: cur, time: now, keys: g.keys}, size)
-	clear(g.touched)
-	g.touched = g.touched[:0]
 	s.mu.Lock()
 	s.publish(cur, g.keys)
 	for _, sub := range s.subs {
 		sub.fn(g.batches)
 	}
 	s.mu.Unlock()
-	unlock()
 	clear(g.batches)
 	clear(g.events)
 	s.ack(reqs)
-	if g.mem.hi()-g.mem.lo >= s.opts.checkpointRevs || g.mem.bytes.Load() >= s.opts.checkpointBytes {
-		s.signalCheckpointer()
-	}
 }
 
 // commitTime returns the time recorded for a group commit: now, but never
@@ -302,6 +226,29 @@ func (s *Store) commitTime() int64 {
 		t = s.lastTime
 	}
 	return t
+}
+
+// finish writes the group's meta data: the new revision, the live key
+// count and the group's commit time.
+func (g *group) finish(first, rev int64, now int64) error {
+	meta := g.tx.Bucket(bucketMeta)
+	b := g.enc.alloc(8)
+	putUint64(b, rev)
+	if err := meta.Put(metaRev, b); err != nil {
+		return err
+	}
+	b = g.enc.alloc(8)
+	putUint64(b, g.keys)
+	if err := meta.Put(metaKeys, b); err != nil {
+		return err
+	}
+	k := g.enc.alloc(8)
+	putUint64(k, first)
+	v := g.enc.alloc(8)
+	putUint64(v, now)
+	times := g.tx.Bucket(bucketTimes)
+	times.FillPercent = 1 // appended in order
+	return times.Put(k, v)
 }
 
 func (s *Store) fail(reqs []*request, err error) {

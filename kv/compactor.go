@@ -9,10 +9,6 @@ import (
 	bolt "go.etcd.io/bbolt"
 )
 
-// Compaction works on the bbolt file only: Compact first checkpoints the
-// overlay when the new compact revision is above the file's revision, so
-// that the compactor never needs a revision the file does not hold yet.
-//
 // Compaction has two steps. Compact publishes the new compact revision C
 // in memory and makes it durable in meta; from the first, every read and
 // History below C fails. Reads check C (the higher of their own bbolt
@@ -65,16 +61,6 @@ func (s *Store) Compact(ctx context.Context, rev int64) error {
 	}
 	if rev <= compact {
 		return fmt.Errorf("%w: revision %d, compact revision %d", ErrAlreadyCompacted, rev, compact)
-	}
-	// The compactor works on bbolt only: the revisions up to rev must be
-	// there first. A checkpoint writes every published revision.
-	if s.applied.Load() < rev {
-		if err := s.checkpoint(); err != nil {
-			return fmt.Errorf("kv: compact: %w", err)
-		}
-		if a := s.applied.Load(); a < rev {
-			return fmt.Errorf("kv: compact: revision %d not checkpointed (file at %d)", rev, a)
-		}
 	}
 	// Published before it is durable, so that it is never below the
 	// durable one: reads refuse below the in-memory compact revision as
@@ -318,54 +304,38 @@ func (s *Store) retentionTarget(now time.Time) (int64, error) {
 	}
 	if d := s.opts.RetainDuration; d > 0 {
 		cutoff := now.Add(-d).UnixNano()
-		err := s.read(func(v *view) error {
-			// The group commits in order: bbolt's times bucket, then the
-			// overlay's groups above the file's revision. The times bucket
-			// starts at the group holding the compact revision: scanning to
-			// the first commit at or after the cutoff touches only entries
-			// about to be compacted.
+		err := s.view(func(tx *bolt.Tx) error {
+			viewRev, _, err := readRevs(tx)
+			if err != nil {
+				return err
+			}
+			// The times bucket starts at the group holding the compact
+			// revision: scanning it to the first commit at or after the
+			// cutoff touches only entries about to be compacted.
+			c := tx.Bucket(bucketTimes).Cursor()
 			first := true
-			// found reports whether the group starting at rev, committed at
-			// t, ends the scan.
-			found := func(rev, t int64) bool {
+			for k, v := c.First(); k != nil; k, v = c.Next() {
+				t, err := getUint64(v)
+				if err != nil {
+					return err
+				}
 				if t >= cutoff {
 					if !first {
-						// The revisions before rev are older than the cutoff.
-						target = max(target, rev)
+						// The revisions before k are older than the cutoff.
+						r, err := getUint64(k)
+						if err != nil {
+							return err
+						}
+						target = max(target, r)
 					}
-					return true
-				}
-				first = false
-				return false
-			}
-			c := v.tx.Bucket(bucketTimes).Cursor()
-			for k, tv := c.First(); k != nil; k, tv = c.Next() {
-				r, err := getUint64(k)
-				if err != nil {
-					return err
-				}
-				t, err := getUint64(tv)
-				if err != nil {
-					return err
-				}
-				if found(r, t) {
 					return nil
 				}
-			}
-			for i := v.n - 1; i >= 0; i-- {
-				for _, g := range v.sts[i].groups {
-					if g.first <= v.applied || g.last > v.top {
-						continue
-					}
-					if found(g.first, g.time) {
-						return nil
-					}
-				}
+				first = false
 			}
 			if !first {
 				// Every commit is older than the cutoff: keep the current
 				// state only.
-				target = max(target, v.top)
+				target = max(target, viewRev)
 			}
 			return nil
 		})

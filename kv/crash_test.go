@@ -13,7 +13,6 @@ import (
 	"strconv"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -21,30 +20,14 @@ import (
 	bolt "go.etcd.io/bbolt"
 )
 
-// crashChild is the child process of TestCrashRecovery and
-// TestCrashPhases: it opens the store in $KV_DIR and writes from several
-// goroutines until it is killed, printing every acknowledged write as "put
-// KEY REV" (unique keys, never deleted) or "hot KEY REV" (keys overwritten
-// by everyone), and compacting as it goes so that a kill can land in the
-// middle of a compaction. With $KV_KILL_AT set to a hook point, it
-// checkpoints every 2ms, uses small log segments, and kills itself with
-// SIGKILL at that point once it has acknowledged enough writes.
+// crashChild is the child process of TestCrashRecovery: it opens the store
+// in $KV_DIR and writes from several goroutines until it is killed,
+// printing every acknowledged write as "put KEY REV" (unique keys, never
+// deleted) or "hot KEY REV" (keys overwritten by everyone), and compacting
+// as it goes so that a kill can land in the middle of a compaction.
 func crashChild() int {
 	dir, cycle := os.Getenv("KV_DIR"), os.Getenv("KV_CYCLE")
-	opts := Options{compactChunk: 16}
-	var acked atomic.Int64
-	if at := os.Getenv("KV_KILL_AT"); at != "" {
-		opts.checkpointInterval = 2 * time.Millisecond
-		opts.walSegmentSize = 32 << 10
-		var seen atomic.Int64
-		opts.hook = func(point string) {
-			if point == at && acked.Load() >= 300 && seen.Add(1) >= 3 {
-				_ = syscall.Kill(os.Getpid(), syscall.SIGKILL)
-				time.Sleep(time.Hour)
-			}
-		}
-	}
-	s, err := Open(dir, opts)
+	s, err := Open(dir, Options{compactChunk: 16})
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "child: open:", err)
 		return 1
@@ -57,7 +40,6 @@ func crashChild() int {
 		// One write per line: a kill never leaves half a line.
 		_, _ = os.Stdout.WriteString(line)
 		outMu.Unlock()
-		acked.Add(1)
 	}
 	for w := 0; w < 8; w++ {
 		go func() {
@@ -141,60 +123,20 @@ func TestCrashRecovery(t *testing.T) {
 	var lastRev int64 = 1
 	total, interrupted := 0, 0
 	for cycle := 0; cycle < 4; cycle++ {
-		n, in := crashCycle(t, dir, cycle, "", &lastRev)
-		total += n
-		if in {
-			interrupted++
+		cmd := exec.Command(os.Args[0], "-test.run=^$")
+		cmd.Env = append(os.Environ(), "KV_CHILD=1", "KV_DIR="+dir, "KV_CYCLE="+strconv.Itoa(cycle))
+		var stderr strings.Builder
+		cmd.Stderr = &stderr
+		out, err := cmd.StdoutPipe()
+		if err != nil {
+			t.Fatal(err)
 		}
-	}
-	t.Logf("%d acknowledged writes checked over 4 kills (%d in a compaction); revision %d", total, interrupted, lastRev)
-}
-
-// TestCrashPhases kills the writing process at each step of the durable
-// path: after the log write and before its fdatasync, after the fdatasync
-// (before the checkpoint), inside a checkpoint's transaction, and after a
-// checkpoint's commit before the log segments are deleted; then checks as
-// TestCrashRecovery does.
-func TestCrashPhases(t *testing.T) {
-	if testing.Short() {
-		t.Skip("starts child processes")
-	}
-	for _, phase := range []string{"wal-written", "wal-synced", "checkpoint-writing", "checkpoint-committed"} {
-		t.Run(phase, func(t *testing.T) {
-			dir := t.TempDir()
-			var lastRev int64 = 1
-			total := 0
-			for cycle := 0; cycle < 2; cycle++ {
-				n, _ := crashCycle(t, dir, cycle, phase, &lastRev)
-				total += n
-			}
-			t.Logf("%d acknowledged writes checked over 2 kills at %s; revision %d", total, phase, lastRev)
-		})
-	}
-}
-
-// crashCycle runs one child on dir until it is killed (by the parent after
-// a random delay, or by itself at hook point killAt), reopens the store
-// and checks it. It returns the writes checked and whether the kill left a
-// compaction unfinished.
-func crashCycle(t *testing.T, dir string, cycle int, killAt string, lastRev *int64) (int, bool) {
-	t.Helper()
-	cmd := exec.Command(os.Args[0], "-test.run=^$")
-	cmd.Env = append(os.Environ(), "KV_CHILD=1", "KV_DIR="+dir, "KV_CYCLE="+strconv.Itoa(cycle), "KV_KILL_AT="+killAt)
-	var stderr strings.Builder
-	cmd.Stderr = &stderr
-	out, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	acksc := make(chan []ack)
-	first := make(chan struct{})
-	go func() { acksc <- parseAcks(t, out, first) }()
-	var acks []ack
-	if killAt == "" {
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		acksc := make(chan []ack)
+		first := make(chan struct{})
+		go func() { acksc <- parseAcks(t, out, first) }()
 		// Kill once the child has acknowledged something, at a random
 		// moment after that.
 		select {
@@ -206,63 +148,57 @@ func crashCycle(t *testing.T, dir string, cycle int, killAt string, lastRev *int
 		if err := cmd.Process.Signal(syscall.SIGKILL); err != nil {
 			t.Fatal(err)
 		}
-		acks = <-acksc
-	} else {
-		select {
-		case acks = <-acksc:
-		case <-time.After(60 * time.Second):
-			_ = cmd.Process.Signal(syscall.SIGKILL)
-			<-acksc
-			_ = cmd.Wait()
-			t.Fatalf("cycle %d: the child did not reach %s in 60s: %s", cycle, killAt, stderr.String())
+		acks := <-acksc
+		err = cmd.Wait()
+		if ws, ok := cmd.ProcessState.Sys().(syscall.WaitStatus); !ok || !ws.Signaled() {
+			t.Fatalf("cycle %d: child ended by itself (%v): %s", cycle, err, stderr.String())
 		}
-	}
-	err = cmd.Wait()
-	if ws, ok := cmd.ProcessState.Sys().(syscall.WaitStatus); !ok || !ws.Signaled() {
-		t.Fatalf("cycle %d: child ended by itself (%v): %s", cycle, err, stderr.String())
-	}
-	if len(acks) == 0 {
-		t.Fatalf("cycle %d: child acknowledged nothing: %s", cycle, stderr.String())
-	}
+		if len(acks) == 0 {
+			t.Fatalf("cycle %d: child acknowledged nothing: %s", cycle, stderr.String())
+		}
+		total += len(acks)
 
-	interrupted := compactionUnfinished(t, dir)
-	s, err := Open(dir, Options{})
-	if err != nil {
-		t.Fatalf("cycle %d: reopen: %v", cycle, err)
-	}
-	rev, _ := s.Revisions()
-	maxAck := int64(0)
-	for _, a := range acks {
-		maxAck = max(maxAck, a.rev)
-	}
-	if rev < maxAck || rev < *lastRev {
-		t.Fatalf("cycle %d: revision %d after restart; acknowledged %d, before %d", cycle, rev, maxAck, *lastRev)
-	}
-	*lastRev = rev
-	for _, a := range acks {
-		res := mustRange(t, s, RangeRequest{Key: a.key})
-		switch {
-		case len(res.KVs) != 1:
-			t.Fatalf("cycle %d: acknowledged %s %q at %d is missing", cycle, a.kind, a.key, a.rev)
-		case a.kind == "put" && res.KVs[0].ModRevision != a.rev:
-			t.Fatalf("cycle %d: %q at %d, acknowledged at %d", cycle, a.key, res.KVs[0].ModRevision, a.rev)
-		case a.kind == "hot" && res.KVs[0].ModRevision < a.rev:
-			t.Fatalf("cycle %d: hot %q at %d, acknowledged at %d", cycle, a.key, res.KVs[0].ModRevision, a.rev)
+		if compactionUnfinished(t, dir) {
+			interrupted++
 		}
-	}
-	// History from the compact revision is complete and ordered.
-	_, compact := s.Revisions()
-	bs, next, err := s.History(context.Background(), compact, 0, 0)
-	if err != nil || next != rev+1 {
-		t.Fatalf("cycle %d: History: next %d, %v", cycle, next, err)
-	}
-	for i := 1; i < len(bs); i++ {
-		if bs[i].Revision <= bs[i-1].Revision {
-			t.Fatalf("cycle %d: history out of order", cycle)
+		s, err := Open(dir, Options{})
+		if err != nil {
+			t.Fatalf("cycle %d: reopen: %v", cycle, err)
 		}
+		rev, _ := s.Revisions()
+		maxAck := int64(0)
+		for _, a := range acks {
+			maxAck = max(maxAck, a.rev)
+		}
+		if rev < maxAck || rev < lastRev {
+			t.Fatalf("cycle %d: revision %d after restart; acknowledged %d, before %d", cycle, rev, maxAck, lastRev)
+		}
+		lastRev = rev
+		for _, a := range acks {
+			res := mustRange(t, s, RangeRequest{Key: a.key})
+			switch {
+			case len(res.KVs) != 1:
+				t.Fatalf("cycle %d: acknowledged %s %q at %d is missing", cycle, a.kind, a.key, a.rev)
+			case a.kind == "put" && res.KVs[0].ModRevision != a.rev:
+				t.Fatalf("cycle %d: %q at %d, acknowledged at %d", cycle, a.key, res.KVs[0].ModRevision, a.rev)
+			case a.kind == "hot" && res.KVs[0].ModRevision < a.rev:
+				t.Fatalf("cycle %d: hot %q at %d, acknowledged at %d", cycle, a.key, res.KVs[0].ModRevision, a.rev)
+			}
+		}
+		// History from the compact revision is complete and ordered.
+		_, compact := s.Revisions()
+		bs, next, err := s.History(context.Background(), compact, 0, 0)
+		if err != nil || next != rev+1 {
+			t.Fatalf("cycle %d: History: next %d, %v", cycle, next, err)
+		}
+		for i := 1; i < len(bs); i++ {
+			if bs[i].Revision <= bs[i-1].Revision {
+				t.Fatalf("cycle %d: history out of order", cycle)
+			}
+		}
+		checkAndClose(t, s)
 	}
-	checkAndClose(t, s)
-	return len(acks), interrupted
+	t.Logf("%d acknowledged writes checked over 4 kills (%d in a compaction); revision %d", total, interrupted, lastRev)
 }
 
 // compactionUnfinished reports whether the store file in dir was left in

@@ -12,23 +12,13 @@
 // are served; reads below the compact revision fail with a *CompactedError,
 // which matches ErrCompacted and carries the compact revision.
 //
-// Concurrent writers are grouped into one group commit, made durable by
-// one record appended to a write-ahead log (dir/wal/) with one write(2)
-// and one fdatasync. Nothing is acknowledged to a writer or handed to a
-// commit subscriber before the fdatasync of its record returned. The
-// revisions in the log and not yet in bbolt are kept in memory (the
-// overlay) and merged over bbolt by every read; a checkpointer writes them
-// to bbolt in one transaction every 100 ms (or 25,000 revisions, or
-// 8 MiB), then deletes the log segments bbolt no longer needs. Writers
-// wait when the overlay grows past 64 MiB until a checkpoint made room.
-// Open replays the log's records above bbolt's revision, and Close
-// checkpoints everything.
-//
-// A group's revisions are published (Revisions reports them) as they are
-// handed to the subscribers, before the writers are acknowledged; reads at
-// the current revision, read-only transactions, History and Status show
-// exactly the published revision, never a group that is durable but not
-// yet published.
+// Concurrent writers are grouped into one bbolt transaction and one fsync
+// (group commit). Nothing is acknowledged to a writer or handed to a commit
+// subscriber before the fsync of its transaction returned. A group's
+// revisions are published (Revisions reports them) as they are handed to
+// the subscribers, before the writers are acknowledged; reads at the current revision, read-only transactions,
+// History and Status show exactly the published revision, never a group
+// that is durable but not yet published.
 //
 // Only this package imports bbolt. It knows nothing of watchers or HTTP.
 package kv

@@ -7,12 +7,9 @@ import (
 	"math"
 )
 
-// On-disk layout (format version 1). The bbolt file holds every revision
-// up to its rev; the write-ahead log (wal.go) holds the revisions after it
-// until a checkpoint writes them to the file.
+// On-disk layout (format version 1). Everything lives in one bbolt file:
 //
-//	meta     small named values: format, rev (the last revision in the
-//	         file, written by checkpoints), compact
+//	meta     small named values: format, rev (current revision), compact
 //	         (compact revision C: reads at R >= C are served), keys (live key
 //	         count), and the state of the physical compaction (see
 //	         compactor.go).

@@ -42,10 +42,6 @@ func openStore(tb testing.TB, opts Options) *Store {
 func checkAndClose(tb testing.TB, s *Store) {
 	tb.Helper()
 	if !s.closed.Load() {
-		// Everything in bbolt, so that the checks cover every revision.
-		if err := s.checkpoint(); err != nil {
-			tb.Errorf("checkpoint: %v", err)
-		}
 		waitCompacted(tb, s)
 		if err := s.Check(); err != nil {
 			tb.Errorf("Check: %v", err)

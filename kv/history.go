@@ -28,9 +28,15 @@ func (s *Store) History(ctx context.Context, from, to int64, maxEvents int) (bat
 	if from < 1 {
 		from = 1
 	}
-	err = s.read(func(v *view) error {
-		compact := s.readFloor(v.compact)
-		cur := v.top
+	// Loaded before the view starts, so it is at most the view's revision.
+	published := s.rev.Load()
+	err = s.view(func(tx *bolt.Tx) error {
+		cur, compact, err := readRevs(tx)
+		if err != nil {
+			return err
+		}
+		compact = s.readFloor(compact)
+		cur = min(cur, published)
 		if from < compact {
 			return &CompactedError{Requested: from, Compact: compact}
 		}
@@ -41,9 +47,7 @@ func (s *Store) History(ctx context.Context, from, to int64, maxEvents int) (bat
 			next = from
 			return nil
 		}
-		var h historyReader
-		next, err = h.read(ctx, v, from, to, maxEvents)
-		batches = h.batches()
+		batches, next, err = readHistory(ctx, tx, from, to, maxEvents)
 		return err
 	})
 	if err != nil {
@@ -52,104 +56,44 @@ func (s *Store) History(ctx context.Context, from, to int64, maxEvents int) (bat
 	return batches, next, nil
 }
 
-// historyReader collects events for History: from bbolt's history bucket
-// up to the view's applied revision, then from the overlay.
-type historyReader struct {
-	a      arena
-	prevs  slab[KeyValue]
-	events []Event
-	spans  []span
-}
-
-// read collects the revisions from..to and returns the first revision not
-// collected.
-func (h *historyReader) read(ctx context.Context, v *view, from, to int64, maxEvents int) (int64, error) {
-	if maxEvents > 0 {
-		h.events = make([]Event, 0, min(maxEvents+maxEvents/4, 4096))
-	}
-	if from <= v.applied {
-		bto := min(to, v.applied)
-		next, err := h.readBolt(ctx, v.tx, from, bto, maxEvents)
-		if err != nil || next <= bto {
-			return next, err
-		}
-		from = bto + 1
-	}
-	for rev := from; rev <= to; rev++ {
-		if maxEvents > 0 && len(h.events) >= maxEvents {
-			return rev, nil
-		}
-		if len(h.spans)&1023 == 1023 {
-			if err := ctx.Err(); err != nil {
-				return 0, err
-			}
-		}
-		b, ok := v.batch(rev)
-		if !ok {
-			return 0, fmt.Errorf("%w: revision %d missing from the overlay", errCorrupt, rev)
-		}
-		start := len(h.events)
-		for i := range b.Events {
-			e := &b.Events[i]
-			c := Event{Type: e.Type, Sub: e.Sub, KV: copyKV(e.KV, e.Type == EventDelete, &h.a)}
-			if e.PrevKV != nil {
-				p := h.prevs.one()
-				*p = copyKV(*e.PrevKV, false, &h.a)
-				p.Key = c.KV.Key
-				c.PrevKV = p
-			}
-			h.events = append(h.events, c)
-		}
-		h.spans = append(h.spans, span{rev: rev, start: start, end: len(h.events)})
-	}
-	return to + 1, nil
-}
-
-// batches returns what was collected.
-func (h *historyReader) batches() []Batch {
-	if len(h.spans) == 0 {
-		return nil
-	}
-	batches := make([]Batch, len(h.spans))
-	for i, sp := range h.spans {
-		batches[i] = Batch{Revision: sp.rev, Events: h.events[sp.start:sp.end:sp.end]}
-	}
-	return batches
-}
-
-// readBolt scans the history bucket from revision from to revision to and
-// returns the first revision not collected.
-func (h *historyReader) readBolt(ctx context.Context, tx *bolt.Tx, from, to int64, maxEvents int) (int64, error) {
+// readHistory scans the history bucket from revision from to revision to.
+func readHistory(ctx context.Context, tx *bolt.Tx, from, to int64, maxEvents int) ([]Batch, int64, error) {
 	var (
-		rec  eventRecord
-		seek [revKeyLen]byte
+		a      arena
+		prevs  slab[KeyValue]
+		events []Event
+		spans  []span
+		rec    eventRecord
+		seek   [revKeyLen]byte
 	)
-	a, prevs := &h.a, &h.prevs
+	if maxEvents > 0 {
+		events = make([]Event, 0, min(maxEvents+maxEvents/4, 4096))
+	}
 	next := to + 1
 	putRevKey(seek[:], from, 0)
 	c := tx.Bucket(bucketHistory).Cursor()
 	for k, v := c.Seek(seek[:]); k != nil; k, v = c.Next() {
 		if len(k) != revKeyLen {
-			return 0, fmt.Errorf("%w: history key of %d bytes", errCorrupt, len(k))
+			return nil, 0, fmt.Errorf("%w: history key of %d bytes", errCorrupt, len(k))
 		}
 		rev, sub := parseRevKey(k)
 		if rev > to {
 			break
 		}
-		if n := len(h.spans); n == 0 || h.spans[n-1].rev != rev {
-			if maxEvents > 0 && len(h.events) >= maxEvents {
+		if n := len(spans); n == 0 || spans[n-1].rev != rev {
+			if maxEvents > 0 && len(events) >= maxEvents {
 				next = rev
 				break
 			}
-			if len(h.spans)&1023 == 1023 {
+			if len(spans)&1023 == 1023 {
 				if err := ctx.Err(); err != nil {
-					return 0, err
+					return nil, 0, err
 				}
 			}
-			h.spans = append(h.spans, span{rev: rev, start: len(h.events)})
+			spans = append(spans, span{rev: rev, start: len(events)})
 		}
 		if err := decodeEvent(v, &rec, false); err != nil {
-			return 0, fmt.Errorf("history at %d.%d: %w", rev, sub, err)
+			return nil, 0, fmt.Errorf("history at %d.%d: %w", rev, sub, err)
 		}
 		e := Event{Type: rec.typ, Sub: sub}
 		e.KV.Key = a.copy(rec.key)
@@ -167,8 +111,15 @@ func (h *historyReader) readBolt(ctx context.Context, tx *bolt.Tx, from, to int6
 			copy(p.Value, rec.prev.Value)
 			e.PrevKV = p
 		}
-		h.events = append(h.events, e)
-		h.spans[len(h.spans)-1].end = len(h.events)
+		events = append(events, e)
+		spans[len(spans)-1].end = len(events)
 	}
-	return next, nil
+	if len(spans) == 0 {
+		return nil, next, nil
+	}
+	batches := make([]Batch, len(spans))
+	for i, sp := range spans {
+		batches[i] = Batch{Revision: sp.rev, Events: events[sp.start:sp.end:sp.end]}
+	}
+	return batches, next, nil
 }

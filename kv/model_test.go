@@ -8,9 +8,7 @@ import (
 	"math/rand/v2"
 	"sort"
 	"sync"
-	"sync/atomic"
 	"testing"
-	"time"
 
 	"github.com/google/go-cmp/cmp"
 )
@@ -302,79 +300,20 @@ func (f *feed) add(bs []Batch) {
 	f.mu.Unlock()
 }
 
-// checkpointVariant is a checkpoint setting the model tests run with.
-type checkpointVariant struct {
-	name string
-	set  func(o *Options)
-	// hold makes TestModel hold checkpoints half done at random, so that
-	// reads see two memtables over bbolt.
-	hold bool
-}
-
-// neverCheckpoint leaves only the checkpoints of Compact, WriteSnapshot
-// and Close: the overlay holds everything else.
-func neverCheckpoint(o *Options) {
-	o.checkpointInterval = time.Hour
-	o.checkpointRevs = 1 << 40
-	o.checkpointBytes = 1 << 40
-}
-
-var checkpointVariants = []checkpointVariant{
-	{name: "default", set: func(o *Options) {}},
-	{name: "tiny", set: func(o *Options) { o.checkpointInterval = time.Millisecond; o.checkpointRevs = 2 }},
-	{name: "never", set: neverCheckpoint},
-	{name: "held", set: neverCheckpoint, hold: true},
-}
-
-// ckGate holds the next checkpoint inside its bbolt transaction, after it
-// took the memtable, until release is closed.
-type ckGate struct {
-	entered, release chan struct{}
-	done             chan error
-}
-
 // TestModel runs thousands of random operations against the store and the
 // model and compares every answer, reads at random past revisions, History
-// from random revisions, and at the end the subscriber feed, for every
-// checkpoint variant: reads between checkpoints, across them, while one is
-// under way and after reopening.
+// from random revisions, and at the end the subscriber feed.
 func TestModel(t *testing.T) {
-	for _, v := range checkpointVariants {
-		t.Run(v.name, func(t *testing.T) { testModel(t, v) })
-	}
-}
-
-func testModel(t *testing.T, variant checkpointVariant) {
 	seed := uint64(rand.Int64())
 	t.Logf("seed %d", seed)
 	g := gen{r: rand.New(rand.NewPCG(seed, 1))}
 	dir := t.TempDir()
-	var gate atomic.Pointer[ckGate]
-	opts := Options{NoSync: true, compactChunk: 7, hook: func(point string) {
-		if point != "checkpoint-writing" {
-			return
-		}
-		if gt := gate.Swap(nil); gt != nil {
-			close(gt.entered)
-			<-gt.release
-		}
-	}}
-	variant.set(&opts)
-	var held *ckGate
-	release := func() {
-		if held != nil {
-			close(held.release)
-			if err := <-held.done; err != nil {
-				t.Fatalf("held checkpoint: %v", err)
-			}
-			held = nil
-		}
-	}
+	opts := Options{NoSync: true, compactChunk: 7}
 	s, err := Open(dir, opts)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer func() { release(); checkAndClose(t, s) }()
+	defer func() { checkAndClose(t, s) }()
 	m := newModel()
 	var f feed
 	rev, cancel := s.Subscribe(f.add)
@@ -395,28 +334,7 @@ func testModel(t *testing.T, variant checkpointVariant) {
 	if testing.Short() {
 		steps = 500
 	}
-	checkpoints := 0
 	for step := 0; step < steps; step++ {
-		if variant.hold && g.r.IntN(25) == 0 {
-			if held != nil {
-				release()
-			} else {
-				gt := &ckGate{entered: make(chan struct{}), release: make(chan struct{}), done: make(chan error, 1)}
-				gate.Store(gt)
-				go func() { gt.done <- s.checkpoint() }()
-				select {
-				case <-gt.entered:
-					held = gt
-					checkpoints++
-				case err := <-gt.done:
-					// Nothing to checkpoint.
-					gate.Store(nil)
-					if err != nil {
-						t.Fatal(err)
-					}
-				}
-			}
-		}
 		switch p := g.r.IntN(100); {
 		case p < 30:
 			k, v := g.key(), g.value()
@@ -464,7 +382,6 @@ func testModel(t *testing.T, variant checkpointVariant) {
 			if g.r.IntN(10) == 0 {
 				c = m.compact - 1 + g.r.Int64N(m.rev()-m.compact+3)
 			}
-			release() // Compact checkpoints
 			err := s.Compact(ctx, c)
 			var wantErr error
 			switch {
@@ -485,7 +402,6 @@ func testModel(t *testing.T, variant checkpointVariant) {
 			check(step, "Status", want, st, nil, nil)
 		default:
 			// Reopen: everything survives, the feed goes on.
-			release()
 			cancel()
 			checkAndClose(t, s)
 			if s, err = Open(dir, opts); err != nil {
@@ -501,7 +417,7 @@ func testModel(t *testing.T, variant checkpointVariant) {
 	if diff := cmp.Diff(m.batches, f.batches, cmpOpts...); diff != "" {
 		t.Fatalf("subscriber feed (-want +got):\n%s", diff)
 	}
-	t.Logf("%d steps, revision %d, compact revision %d, %d checkpoints held", steps, m.rev(), m.compact, checkpoints)
+	t.Logf("%d steps, revision %d, compact revision %d", steps, m.rev(), m.compact)
 }
 
 // TestModelConcurrent runs random transactions from several goroutines,
@@ -512,20 +428,9 @@ func testModel(t *testing.T, variant checkpointVariant) {
 // nothing), with exactly the events of its revision; every read matches the
 // keyspace at its revision; History matches the feed.
 func TestModelConcurrent(t *testing.T) {
-	for _, v := range checkpointVariants {
-		if v.hold {
-			continue
-		}
-		t.Run(v.name, func(t *testing.T) { testModelConcurrent(t, v) })
-	}
-}
-
-func testModelConcurrent(t *testing.T, variant checkpointVariant) {
 	seed := uint64(rand.Int64())
 	t.Logf("seed %d", seed)
-	opts := Options{NoSync: true, compactChunk: 5}
-	variant.set(&opts)
-	s := openStore(t, opts)
+	s := openStore(t, Options{NoSync: true, compactChunk: 5})
 	var f feed
 	if rev, _ := s.Subscribe(f.add); rev != 1 {
 		t.Fatalf("Subscribe at %d", rev)

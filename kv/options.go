@@ -36,20 +36,6 @@ type Options struct {
 	// compactDurable, when set, is called by Compact once the new compact
 	// revision is durable in the file, before Compact returns (tests).
 	compactDurable func(rev int64)
-	// checkpointInterval (default 100ms), checkpointRevs (default
-	// 25,000) and checkpointBytes (default 8 MiB) override when the
-	// overlay is checkpointed: every interval, or as soon as it holds
-	// that many revisions or bytes. maxOverlayBytes (default 64 MiB)
-	// overrides the size at which writers wait for a checkpoint (tests).
-	checkpointInterval time.Duration
-	checkpointRevs     int64
-	checkpointBytes    int64
-	maxOverlayBytes    int64
-	// walSegmentSize overrides the size of a log segment (tests).
-	walSegmentSize int64
-	// hook, when set, is called at named points of the commit and
-	// checkpoint paths (tests).
-	hook func(point string)
 }
 
 const (
@@ -62,24 +48,12 @@ const (
 
 	// A group commit takes at most this many requests or bytes of keys
 	// and values; the rest waits for the next group. Large groups amortise
-	// the fsync; the bounds keep one log record and its memory
+	// the fsync; the bounds keep one bbolt transaction and its memory
 	// reasonable.
 	maxGroupRequests = 4096
 	maxGroupBytes    = 4 << 20
 
 	defaultCompactChunk = 1024
-
-	// A checkpoint's cost is mostly the bbolt pages it rewrites, which
-	// grows much slower than the revisions it holds; but its transaction
-	// holds those pages in memory until it commits and fsyncs them all
-	// at once, sharing the disk with the log's fdatasync, and the
-	// overlay holds about twice the bytes it counts. Checkpoints every
-	// 100ms gave the real server its best p99 with 256 writers, at the
-	// same CPU a write as 250ms.
-	defaultCheckpointInterval = 100 * time.Millisecond
-	defaultCheckpointRevs     = 25000
-	defaultCheckpointBytes    = 8 << 20
-	defaultMaxOverlayBytes    = 64 << 20
 )
 
 func (o Options) withDefaults() Options {
@@ -99,21 +73,6 @@ func (o Options) withDefaults() Options {
 	}
 	if o.compactChunk <= 0 {
 		o.compactChunk = defaultCompactChunk
-	}
-	if o.checkpointInterval <= 0 {
-		o.checkpointInterval = defaultCheckpointInterval
-	}
-	if o.checkpointRevs <= 0 {
-		o.checkpointRevs = defaultCheckpointRevs
-	}
-	if o.checkpointBytes <= 0 {
-		o.checkpointBytes = defaultCheckpointBytes
-	}
-	if o.maxOverlayBytes <= 0 {
-		o.maxOverlayBytes = defaultMaxOverlayBytes
-	}
-	if o.walSegmentSize <= 0 {
-		o.walSegmentSize = defaultWALSegment
 	}
 	if o.retainInterval <= 0 {
 		o.retainInterval = time.Second

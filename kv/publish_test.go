@@ -9,10 +9,11 @@ import (
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+	bolt "go.etcd.io/bbolt"
 )
 
 // holdPublish holds the commit lock, so that the committer stops after
-// making its next group durable in the log and before publishing it. release
+// committing its next group to the file and before publishing it. release
 // lets it go on.
 func holdPublish(tb testing.TB, s *Store) (release func()) {
 	tb.Helper()
@@ -28,20 +29,32 @@ func holdPublish(tb testing.TB, s *Store) (release func()) {
 	return release
 }
 
-// waitFileRev waits until revision rev is durable in the log.
+// waitFileRev waits until the bbolt file's committed revision is rev.
 func waitFileRev(tb testing.TB, s *Store, rev int64) {
 	tb.Helper()
 	deadline := time.Now().Add(20 * time.Second)
-	for s.walRev.Load() != rev {
+	for {
+		var cur int64
+		err := s.view(func(tx *bolt.Tx) error {
+			var err error
+			cur, _, err = readRevs(tx)
+			return err
+		})
+		if err != nil {
+			tb.Fatal(err)
+		}
+		if cur == rev {
+			return
+		}
 		if time.Now().After(deadline) {
-			tb.Fatalf("log revision %d, want %d", s.walRev.Load(), rev)
+			tb.Fatalf("file revision %d, want %d", cur, rev)
 		}
 		time.Sleep(time.Millisecond)
 	}
 }
 
-// TestReadsShowPublishedRevision holds a group commit between its log
-// fdatasync and its publication: every read meanwhile shows the published
+// TestReadsShowPublishedRevision holds a group commit between its bbolt
+// commit and its publication: every read meanwhile shows the published
 // revision, not the group's.
 func TestReadsShowPublishedRevision(t *testing.T) {
 	ctx := context.Background()

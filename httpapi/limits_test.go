@@ -185,19 +185,8 @@ func TestStreamLimitHTTP2(t *testing.T) {
 // watchStatus opens a watch, returns its response's status and ends it.
 func (s *testServer) watchStatus(tb testing.TB, client *http.Client, path string, header map[string]string) int {
 	tb.Helper()
-	ctx, cancel := context.WithCancel(context.Background())
+	resp, cancel := s.getWatch(tb, client, path, header)
 	defer cancel()
-	hr, err := http.NewRequestWithContext(ctx, http.MethodGet, s.URL+path, nil)
-	if err != nil {
-		tb.Fatal(err)
-	}
-	for k, v := range header {
-		hr.Header.Set(k, v)
-	}
-	resp, err := client.Do(hr)
-	if err != nil {
-		tb.Fatalf("GET %s: %v", path, err)
-	}
 	resp.Body.Close()
 	return resp.StatusCode
 }

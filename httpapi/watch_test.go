@@ -20,13 +20,14 @@ type sseWatch struct {
 	cancel context.CancelFunc
 }
 
-// openWatch opens the watch at path with client and header, expecting a
-// 200 event stream.
-func (s *testServer) openWatch(tb testing.TB, client *http.Client, path string, header map[string]string) *sseWatch {
+// getWatch sends GET path with client and header and returns the
+// response, whose body streams until cancel is called.
+func (s *testServer) getWatch(tb testing.TB, client *http.Client, path string, header map[string]string) (*http.Response, context.CancelFunc) {
 	tb.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	hr, err := http.NewRequestWithContext(ctx, http.MethodGet, s.URL+path, nil)
 	if err != nil {
+		cancel()
 		tb.Fatal(err)
 	}
 	for k, v := range header {
@@ -37,6 +38,14 @@ func (s *testServer) openWatch(tb testing.TB, client *http.Client, path string, 
 		cancel()
 		tb.Fatalf("GET %s: %v", path, err)
 	}
+	return resp, cancel
+}
+
+// openWatch opens the watch at path with client and header, expecting a
+// 200 event stream.
+func (s *testServer) openWatch(tb testing.TB, client *http.Client, path string, header map[string]string) *sseWatch {
+	tb.Helper()
+	resp, cancel := s.getWatch(tb, client, path, header)
 	if resp.StatusCode != http.StatusOK || resp.Header.Get("Content-Type") != "text/event-stream" {
 		cancel()
 		resp.Body.Close()
